@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Prepare this machine to run llmfleet's lab and tests:
+#   - the host packages the test fleet needs (debootstrap, systemd-container, iproute2, ...),
+#   - a pinned uv in .cache/uv (never in the system Python),
+#   - the controller environment .venv on Python >= 3.12, synced from uv.lock.
+# Re-running with nothing changed takes a few seconds.
+set -euo pipefail
+
+UV_VERSION=0.13.9
+HOST_PACKAGES=(debootstrap systemd-container iproute2 rsync openssh-client curl)
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache="$repo/.cache"
+mkdir -p "$cache"
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+install_host_packages() {
+  local missing=()
+  for pkg in "${HOST_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing packages: ${missing[*]}; run as root or install them with apt-get"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_uv() {
+  local uv="$cache/uv/bin/uv"
+  if [ -x "$uv" ] && [ "$("$uv" --version | cut -d' ' -f2)" = "$UV_VERSION" ]; then
+    return
+  fi
+  log "installing uv $UV_VERSION into $cache/uv"
+  rm -rf "$cache/uv"
+  python3 -m venv "$cache/uv"
+  "$cache/uv/bin/pip" install -q "uv==$UV_VERSION"
+}
+
+# The first interpreter >= 3.12 that really runs (pyenv shims on PATH may not).
+find_python() {
+  local candidates=("${LLMFLEET_PYTHON:-}" python3.13 python3.12)
+  if command -v pyenv >/dev/null 2>&1; then
+    local root; root=$(pyenv root)
+    candidates+=("$root"/versions/3.1[2-9]*/bin/python3)
+  fi
+  candidates+=(/usr/bin/python3.13 /usr/bin/python3.12 /usr/local/bin/python3.12)
+  for py in "${candidates[@]}"; do
+    [ -n "$py" ] || continue
+    if "$py" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+      "$py" -c 'import sys; print(sys.executable)'
+      return
+    fi
+  done
+  # uv can fetch a managed Python where the network allows it.
+  "$cache/uv/bin/uv" python find '>=3.12' 2>/dev/null || {
+    log "no Python >= 3.12 found; set LLMFLEET_PYTHON=/path/to/python3.12"
+    exit 1
+  }
+}
+
+install_host_packages
+install_uv
+python=$(find_python)
+UV_PROJECT_ENVIRONMENT="$repo/.venv" "$cache/uv/bin/uv" sync --frozen --quiet --python "$python" --project "$repo"
+log "ready: $repo/.venv ($("$repo/.venv/bin/python" --version), $("$repo/.venv/bin/ansible" --version | head -1))"
