@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""The llmfleet test fleet: real Debian 12 hosts booted with systemd-nspawn, reached over SSH.
+
+Each host is an overlay over one cached debootstrap root (built once, keyed by its package list),
+boots a real systemd with sshd, and lives in its own network namespace with a veth pair on a
+per-fleet bridge. The bridge address is the controller's address for the hosts; the hosts have no
+default route, so nothing reaches past the controller: they are offline, like an air-gapped site.
+
+    fleet.py create  --spec SPEC.json     boot the hosts of a fleet (in parallel), print their connection data
+    fleet.py destroy --fleet NAME         stop and remove everything a fleet made (also after a crash)
+    fleet.py list                         fleets and hosts that exist
+    fleet.py build-root                   build (or reuse) the cached base root
+
+A spec (JSON):
+    {"fleet": "demo", "subnet": "10.213.7.0/24",            # subnet optional: derived from the name
+     "hosts": [{"name": "h1", "address": "10.213.7.11",     # address optional
+                "cpus": "1",                                # optional --cpu-affinity
+                "files": [{"src": "/path/x", "dest": "/usr/bin/x", "mode": "0755"}]}]}
+
+Needs root, debootstrap, systemd-container (systemd-nspawn), iproute2 and ssh-keygen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_DIR = Path(os.environ.get("LLMFLEET_LAB_STATE", "/var/lib/llmfleet-lab"))
+CACHE_DIR = Path(os.environ.get("LLMFLEET_LAB_CACHE", "/var/cache/llmfleet-lab"))
+MIRROR = os.environ.get("LLMFLEET_LAB_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"
+LOGIN_USER = "llmfleet"
+# Everything a test host needs: systemd and sshd to be a host, python3/python3-apt/sudo for Ansible,
+# libnuma1 and g++ for vLLM's CPU build (FACTS: without them its worker fails), rsync for fan-out.
+PACKAGES = (
+    "systemd systemd-sysv dbus openssh-server python3 python3-apt sudo iproute2 procps "
+    "ca-certificates kmod rsync curl gnupg less libnuma1 g++"
+).split()
+ROOT_FORMAT = 1  # bump when customise_base_root() changes
+BOOT_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 15
+
+
+def log(msg: str) -> None:
+    print(f"fleet: {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, text=True, capture_output=True, **kwargs)
+
+
+def short_hash(text: str, length: int = 6) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# ---------------------------------------------------------------------------------------------
+# The cached base root
+# ---------------------------------------------------------------------------------------------
+
+
+def root_key() -> str:
+    return short_hash(json.dumps([SUITE, MIRROR, sorted(PACKAGES), LOGIN_USER, ROOT_FORMAT]), 16)
+
+
+def base_root() -> Path:
+    """Return the cached base root, building it on first use. Never booted itself."""
+    root = CACHE_DIR / "roots" / root_key() / "rootfs"
+    if (root.parent / "complete").exists():
+        return root
+    root.parent.parent.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / "roots" / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root.parent / "complete").exists():
+            build_base_root(root)
+    return root
+
+
+def build_base_root(root: Path) -> None:
+    staging = root.parent.with_name(root.parent.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    debs = CACHE_DIR / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    log(f"building the base root {root_key()} with debootstrap (about a minute, once)")
+    started = time.monotonic()
+    result = run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(PACKAGES)}",
+            f"--cache-dir={debs}",
+            SUITE,
+            str(staging / "rootfs"),
+            MIRROR,
+        ],
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"debootstrap failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    customise_base_root(staging / "rootfs")
+    (staging / "complete").write_text(json.dumps({"packages": PACKAGES, "seconds": time.monotonic() - started}))
+    shutil.rmtree(root.parent, ignore_errors=True)
+    staging.rename(root.parent)
+    log(f"base root ready in {time.monotonic() - started:.0f} s")
+
+
+def customise_base_root(rootfs: Path) -> None:
+    def chroot(*argv: str) -> None:
+        run(["chroot", str(rootfs), *argv])
+
+    chroot("useradd", "--create-home", "--shell", "/bin/bash", LOGIN_USER)
+    sudoers = rootfs / "etc/sudoers.d" / LOGIN_USER
+    sudoers.write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
+    sudoers.chmod(0o440)
+    (rootfs / "etc/ssh/sshd_config.d/llmfleet-lab.conf").write_text(
+        "PasswordAuthentication no\nUseDNS no\nPermitRootLogin prohibit-password\n"
+    )
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    # Each host gets its own identity at create time.
+    (rootfs / "etc/machine-id").write_text("")
+    with contextlib.suppress(FileNotFoundError):
+        (rootfs / "var/lib/dbus/machine-id").unlink()
+    # Nothing in a test host should wait for hardware or a network that is not there.
+    for unit in ("systemd-networkd-wait-online.service", "apt-daily.timer", "apt-daily-upgrade.timer"):
+        (rootfs / "etc/systemd/system" / unit).unlink(missing_ok=True)
+        (rootfs / "etc/systemd/system" / unit).symlink_to("/dev/null")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fleets and hosts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HostSpec:
+    name: str
+    address: str = ""
+    cpus: str = ""
+    files: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Host:
+    fleet: str
+    name: str
+    address: str
+    prefixlen: int
+    gateway: str
+    cpus: str
+    netns: str
+    veth: str
+    pid: int = 0
+
+    @property
+    def dir(self) -> Path:
+        return STATE_DIR / self.fleet / "hosts" / self.name
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+
+def fleet_dir(fleet: str) -> Path:
+    return STATE_DIR / fleet
+
+
+def bridge_name(fleet: str) -> str:
+    return f"lfb{short_hash(fleet, 8)}"
+
+
+def netns_prefix(fleet: str) -> str:
+    return f"lf-{short_hash(fleet, 8)}-"
+
+
+def identity_file(fleet: str) -> Path:
+    return fleet_dir(fleet) / "id_ed25519"
+
+
+def subnet_in_use() -> set[str]:
+    out = run(["ip", "-j", "-4", "addr", "show"]).stdout
+    nets = set()
+    for link in json.loads(out or "[]"):
+        for addr in link.get("addr_info", []):
+            nets.add(str(ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False)))
+    return nets
+
+
+def choose_subnet(fleet: str, wanted: str | None) -> ipaddress.IPv4Network:
+    if wanted:
+        return ipaddress.IPv4Network(wanted)
+    used = subnet_in_use()
+    mine = existing_bridge_subnet(fleet)
+    if mine:
+        return mine
+    start = int(short_hash(fleet, 4), 16) % 250
+    for offset in range(250):
+        net = ipaddress.IPv4Network(f"10.214.{(start + offset) % 250}.0/24")
+        if str(net) not in used:
+            return net
+    raise SystemExit("no free 10.214.x.0/24 subnet for a new fleet")
+
+
+def existing_bridge_subnet(fleet: str) -> ipaddress.IPv4Network | None:
+    result = run(["ip", "-j", "-4", "addr", "show", "dev", bridge_name(fleet)], check=False)
+    if result.returncode != 0:
+        return None
+    for link in json.loads(result.stdout or "[]"):
+        for addr in link.get("addr_info", []):
+            return ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False)
+    return None
+
+
+def plan_hosts(fleet: str, subnet: ipaddress.IPv4Network, specs: list[HostSpec]) -> list[Host]:
+    gateway = str(subnet.network_address + 1)
+    hosts = []
+    for index, spec in enumerate(specs):
+        address = spec.address or str(subnet.network_address + 11 + index)
+        if ipaddress.IPv4Address(address) not in subnet or address == gateway:
+            raise SystemExit(f"host {spec.name}: address {address} is not a host address in {subnet}")
+        hosts.append(
+            Host(
+                fleet=fleet,
+                name=spec.name,
+                address=address,
+                prefixlen=subnet.prefixlen,
+                gateway=gateway,
+                cpus=spec.cpus or str(index % (os.cpu_count() or 1)),
+                netns=netns_prefix(fleet) + spec.name,
+                veth=f"lfv{short_hash(fleet + '/' + spec.name, 9)}",
+            )
+        )
+    return hosts
+
+
+def ensure_bridge(fleet: str, subnet: ipaddress.IPv4Network) -> None:
+    bridge = bridge_name(fleet)
+    if run(["ip", "link", "show", bridge], check=False).returncode != 0:
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+    gateway = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+    run(["ip", "addr", "replace", gateway, "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
+
+
+def ensure_key(fleet: str) -> str:
+    key = identity_file(fleet)
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"llmfleet-lab-{fleet}", "-f", str(key)])
+    return Path(f"{key}.pub").read_text()
+
+
+def prepare_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> None:
+    for sub in ("upper", "work", "merged"):
+        (host.dir / sub).mkdir(parents=True, exist_ok=True)
+    run(
+        [
+            "mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}",
+            str(host.merged),
+        ]
+    )  # fmt: skip
+    root = host.merged
+    (root / "etc/hostname").write_text(host.name + "\n")
+    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n{host.address} {host.name}\n")
+    (root / "etc/machine-id").unlink(missing_ok=True)
+    run(["systemd-machine-id-setup", f"--root={root}"])
+    run(["ssh-keygen", "-A", "-f", str(root)])
+    ssh_dir = root / "home" / LOGIN_USER / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(public_key)
+    uid_gid = (root / "etc/passwd").read_text().split(f"\n{LOGIN_USER}:x:", 1)[1].split(":")[:2]
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, int(uid_gid[0]), int(uid_gid[1]))
+    for item in spec.files:
+        dest = root / item["dest"].lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item["src"], dest)
+        dest.chmod(int(str(item.get("mode", "0644")), 8))
+
+
+def plug_network(host: Host) -> None:
+    run(["ip", "netns", "add", host.netns])
+    peer = f"lfp{host.veth[3:]}"
+    run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", peer, "netns", host.netns])
+    run(["ip", "link", "set", host.veth, "master", bridge_name(host.fleet), "up"])
+    run(["ip", "-n", host.netns, "link", "set", peer, "name", "eth0"])
+    run(["ip", "-n", host.netns, "addr", "add", f"{host.address}/{host.prefixlen}", "dev", "eth0"])
+    run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+
+
+def boot(host: Host) -> None:
+    console = open(host.dir / "console.log", "w")  # noqa: SIM115 - kept by the child
+    argv = [
+        "systemd-nspawn",
+        f"--directory={host.merged}",
+        f"--machine={host.name}",
+        "--boot",
+        "--keep-unit",
+        "--register=no",
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        f"--cpu-affinity={host.cpus}",
+    ]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                               start_new_session=True, close_fds=True)  # fmt: skip
+    console.close()
+    host.pid = process.pid
+    save_host(host)
+
+
+def wait_for_ssh(host: Host) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not pid_alive(host.pid):
+            tail = (host.dir / "console.log").read_text()[-2000:]
+            raise RuntimeError(f"host {host.name}: systemd-nspawn exited during boot:\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection((host.address, 22), timeout=1) as conn:
+            conn.settimeout(2)
+            if conn.recv(64).startswith(b"SSH-"):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"host {host.name}: no sshd on {host.address}:22 after {BOOT_TIMEOUT_S} s")
+
+
+def save_host(host: Host) -> None:
+    host.dir.mkdir(parents=True, exist_ok=True)
+    (host.dir / "host.json").write_text(json.dumps(asdict(host)))
+
+
+def load_hosts(fleet: str) -> list[Host]:
+    hosts = []
+    for state in sorted((fleet_dir(fleet) / "hosts").glob("*/host.json")):
+        with contextlib.suppress(ValueError, TypeError):
+            hosts.append(Host(**json.loads(state.read_text())))
+    return hosts
+
+
+def create_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> dict:
+    save_host(host)  # first, so that destroy finds what a crashed create left
+    prepare_host(host, spec, lower, public_key)
+    plug_network(host)
+    boot(host)
+    wait_for_ssh(host)
+    return {
+        "instance": host.name,
+        "address": host.address,
+        "user": LOGIN_USER,
+        "port": 22,
+        "identity_file": str(identity_file(host.fleet)),
+        "become_method": "sudo",
+    }
+
+
+def create(spec: dict) -> list[dict]:
+    fleet = spec["fleet"]
+    specs = [HostSpec(**h) for h in spec["hosts"]]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"fleet {fleet}: duplicate host names in {names}")
+    destroy(fleet, quiet=True)  # stale leftovers of a crashed run are cleaned, not tripped over
+    lower = base_root()
+    subnet = choose_subnet(fleet, spec.get("subnet"))
+    hosts = plan_hosts(fleet, subnet, specs)
+    fleet_dir(fleet).mkdir(parents=True, exist_ok=True)
+    ensure_bridge(fleet, subnet)
+    public_key = ensure_key(fleet)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        futures = [pool.submit(create_host, h, s, lower, public_key) for h, s in zip(hosts, specs, strict=True)]
+        errors, instances = [], []
+        for future in futures:
+            try:
+                instances.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - report every host's failure, then clean up
+                errors.append(str(exc))
+    if errors:
+        destroy(fleet, quiet=True)
+        raise SystemExit("fleet create failed:\n" + "\n".join(errors))
+    return instances
+
+
+# ---------------------------------------------------------------------------------------------
+# Destroy: by recorded state and by scanning, so a crashed create is cleaned as well
+# ---------------------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def processes_under(path: Path) -> list[int]:
+    """PIDs whose root directory or command line lies under path (nspawn and everything it runs)."""
+    found = []
+    prefix = str(path) + "/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            root = os.readlink(proc / "root")
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if (root + "/").startswith(prefix) or prefix in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def stop_processes(fleet: str, hosts: list[Host]) -> None:
+    for host in hosts:
+        if pid_alive(host.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host.pid, signal.SIGTERM)  # an orderly poweroff of the container
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and any(pid_alive(h.pid) for h in hosts):
+        time.sleep(0.2)
+    for pid in processes_under(fleet_dir(fleet)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and processes_under(fleet_dir(fleet)):
+        time.sleep(0.2)
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    points = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = line.split()[1].replace("\\040", " ")
+        if (point + "/").startswith(prefix):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def destroy(fleet: str, quiet: bool = False) -> None:
+    hosts = load_hosts(fleet)
+    stop_processes(fleet, hosts)
+    for point in mounts_under(fleet_dir(fleet)):
+        if run(["umount", point], check=False).returncode != 0:
+            run(["umount", "--lazy", point], check=False)
+    for netns in run(["ip", "netns", "list"]).stdout.split("\n"):
+        name = netns.split(" ")[0]
+        if name.startswith(netns_prefix(fleet)):
+            run(["ip", "netns", "del", name], check=False)
+    for host in hosts:
+        run(["ip", "link", "del", host.veth], check=False)
+    run(["ip", "link", "del", bridge_name(fleet)], check=False)
+    if fleet_dir(fleet).exists():
+        shutil.rmtree(fleet_dir(fleet))
+        if not quiet:
+            log(f"fleet {fleet}: destroyed {len(hosts)} host(s)")
+
+
+def list_fleets() -> dict:
+    fleets = {}
+    if STATE_DIR.exists():
+        for path in sorted(STATE_DIR.iterdir()):
+            if path.is_dir():
+                fleets[path.name] = [
+                    {"name": h.name, "address": h.address, "running": pid_alive(h.pid)} for h in load_hosts(path.name)
+                ]
+    return fleets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    create_cmd = sub.add_parser("create", help="boot the hosts of a fleet")
+    create_cmd.add_argument("--spec", required=True, help="JSON spec file, or - for stdin")
+    create_cmd.add_argument("--out", help="write the instance list (JSON) here as well as to stdout")
+    destroy_cmd = sub.add_parser("destroy", help="remove everything a fleet made")
+    destroy_cmd.add_argument("--fleet", required=True)
+    sub.add_parser("list", help="show fleets and hosts")
+    sub.add_parser("build-root", help="build or reuse the cached base root")
+    args = parser.parse_args(argv)
+
+    if os.geteuid() != 0:
+        parser.error("the test fleet needs root (network namespaces, mounts, systemd-nspawn)")
+    if args.command == "create":
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+        instances = create(json.loads(text))
+        output = json.dumps(instances, indent=2)
+        if args.out:
+            Path(args.out).write_text(output + "\n")
+        print(output)
+    elif args.command == "destroy":
+        destroy(args.fleet)
+    elif args.command == "list":
+        print(json.dumps(list_fleets(), indent=2))
+    else:
+        print(base_root())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
