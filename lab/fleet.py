@@ -46,10 +46,25 @@ SUITE = "bookworm"
 LOGIN_USER = "llmfleet"
 # Everything a test host needs: systemd and sshd to be a host, python3/python3-apt/sudo for Ansible,
 # libnuma1 and g++ for vLLM's CPU build (FACTS: without them its worker fails), rsync for fan-out.
-PACKAGES = (
-    "systemd systemd-sysv dbus openssh-server python3 python3-apt sudo iproute2 procps "
-    "ca-certificates kmod rsync curl gnupg less libnuma1 g++"
-).split()
+PACKAGES = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "sudo",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+    "kmod",
+    "rsync",
+    "curl",
+    "gnupg",
+    "less",
+    "libnuma1",
+    "g++",
+]
 ROOT_FORMAT = 1  # bump when customise_base_root() changes
 BOOT_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 15
@@ -110,9 +125,13 @@ def build_base_root(root: Path) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise SystemExit(f"debootstrap failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise SystemExit(
+            f"debootstrap failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
     customise_base_root(staging / "rootfs")
-    (staging / "complete").write_text(json.dumps({"packages": PACKAGES, "seconds": time.monotonic() - started}))
+    (staging / "complete").write_text(
+        json.dumps({"packages": PACKAGES, "seconds": time.monotonic() - started})
+    )
     shutil.rmtree(root.parent, ignore_errors=True)
     staging.rename(root.parent)
     log(f"base root ready in {time.monotonic() - started:.0f} s")
@@ -276,7 +295,9 @@ def prepare_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> No
     )  # fmt: skip
     root = host.merged
     (root / "etc/hostname").write_text(host.name + "\n")
-    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n{host.address} {host.name}\n")
+    (root / "etc/hosts").write_text(
+        f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n{host.address} {host.name}\n"
+    )
     (root / "etc/machine-id").unlink(missing_ok=True)
     run(["systemd-machine-id-setup", f"--root={root}"])
     run(["ssh-keygen", "-A", "-f", str(root)])
@@ -380,12 +401,14 @@ def create(spec: dict) -> list[dict]:
     ensure_bridge(fleet, subnet)
     public_key = ensure_key(fleet)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        futures = [pool.submit(create_host, h, s, lower, public_key) for h, s in zip(hosts, specs, strict=True)]
+        futures = [
+            pool.submit(create_host, h, s, lower, public_key) for h, s in zip(hosts, specs, strict=True)
+        ]
         errors, instances = [], []
         for future in futures:
             try:
                 instances.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - report every host's failure, then clean up
+            except Exception as exc:
                 errors.append(str(exc))
     if errors:
         destroy(fleet, quiet=True)
@@ -475,13 +498,16 @@ def list_fleets() -> dict:
         for path in sorted(STATE_DIR.iterdir()):
             if path.is_dir():
                 fleets[path.name] = [
-                    {"name": h.name, "address": h.address, "running": pid_alive(h.pid)} for h in load_hosts(path.name)
+                    {"name": h.name, "address": h.address, "running": pid_alive(h.pid)}
+                    for h in load_hosts(path.name)
                 ]
     return fleets
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     create_cmd = sub.add_parser("create", help="boot the hosts of a fleet")
     create_cmd.add_argument("--spec", required=True, help="JSON spec file, or - for stdin")

@@ -29,7 +29,7 @@ class RoleSpec:
 
     @property
     def prefix(self) -> str:
-        return GLOBAL_PREFIX if self.role == "preflight" else f"{self.role}_"
+        return f"{self.role}_"
 
 
 def role_spec(role: str, argument_specs: Mapping[str, Any]) -> RoleSpec:
@@ -58,7 +58,7 @@ def _spec_for_validator(spec: Mapping[str, Any]) -> dict[str, Any]:
     """argument_specs.yml keys that ArgumentSpecValidator does not know are dropped."""
     allowed = {"type", "choices", "elements", "options", "required", "no_log", "default", "aliases"}
     clean = {k: v for k, v in spec.items() if k in allowed}
-    if "options" in clean and clean["options"]:
+    if clean.get("options"):
         clean["options"] = {name: _spec_for_validator(sub) for name, sub in clean["options"].items()}
     return clean
 
@@ -75,7 +75,7 @@ def check_value(host: str, name: str, value: Any, spec: Mapping[str, Any]) -> li
 def check_host_vars(host: str, provided: Mapping[str, Any], specs: list[RoleSpec]) -> list[str]:
     """Check every llmfleet or role variable the inventory sets; flag unknown ones with a suggestion."""
     known = {name: spec for role in specs for name, spec in role.options.items()}
-    prefixes = tuple(role.prefix for role in specs)
+    prefixes = (GLOBAL_PREFIX, *(role.prefix for role in specs))
     errors: list[str] = []
     for name in sorted(provided):
         if name in known:
