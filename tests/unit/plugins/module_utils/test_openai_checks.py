@@ -8,9 +8,10 @@ from typing import Any
 
 import openai
 import pytest
-from ansible_collections.llmfleet.serve.plugins.module_utils import openai_checks as oc
 from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from ansible_collections.llmfleet.serve.plugins.module_utils import openai_checks as oc
 
 try:
     import httpx2 as httpx
