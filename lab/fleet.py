@@ -8,6 +8,7 @@ default route, so nothing reaches past the controller: they are offline, like an
 
     fleet.py create  --spec SPEC.json     boot the hosts of a fleet (in parallel), print their connection data
     fleet.py destroy --fleet NAME         stop and remove everything a fleet made (also after a crash)
+    fleet.py up --inventory HOSTS.yml     boot the fleet an inventory describes, unless it already runs
     fleet.py list                         fleets and hosts that exist
     fleet.py build-root                   build (or reuse) the cached base root
 
@@ -377,6 +378,10 @@ def create_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> dic
     plug_network(host)
     boot(host)
     wait_for_ssh(host)
+    return instance(host)
+
+
+def instance(host: Host) -> dict:
     return {
         "instance": host.name,
         "address": host.address,
@@ -492,6 +497,36 @@ def destroy(fleet: str, quiet: bool = False) -> None:
             log(f"fleet {fleet}: destroyed {len(hosts)} host(s)")
 
 
+def spec_from_inventory(path: Path) -> dict:
+    """A spec from an inventory: group `llmfleet_lab`, its `lab_fleet` (name, subnet), hosts' ansible_host."""
+    import yaml  # only this command reads YAML; the rest of the driver is stdlib
+
+    inventory = yaml.safe_load(path.read_text())
+    group = inventory["all"]["children"]["llmfleet_lab"]
+    lab = group["vars"]["lab_fleet"]
+    hosts = [
+        {"name": name, "address": host["ansible_host"], **({"cpus": str(host["lab_cpus"])}
+                                                          if "lab_cpus" in host else {})}
+        for name, host in group["hosts"].items()
+    ]  # fmt: skip
+    return {"fleet": lab["name"], "subnet": lab["subnet"], "hosts": hosts}
+
+
+def up(spec: dict) -> list[dict]:
+    """Create the fleet unless every host of the spec already runs and answers on SSH."""
+    running = {h.name: h for h in load_hosts(spec["fleet"]) if pid_alive(h.pid)}
+    wanted = {h["name"]: h.get("address") for h in spec["hosts"]}
+    if set(running) == set(wanted) and all(running[n].address == a for n, a in wanted.items()):
+        try:
+            for host in running.values():
+                wait_for_ssh(host)
+            log(f"fleet {spec['fleet']}: {len(running)} host(s) already up")
+            return [instance(h) for h in running.values()]
+        except RuntimeError:
+            pass
+    return create(spec)
+
+
 def list_fleets() -> dict:
     fleets = {}
     if STATE_DIR.exists():
@@ -514,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     create_cmd.add_argument("--out", help="write the instance list (JSON) here as well as to stdout")
     destroy_cmd = sub.add_parser("destroy", help="remove everything a fleet made")
     destroy_cmd.add_argument("--fleet", required=True)
+    up_cmd = sub.add_parser("up", help="boot the fleet an inventory describes, unless it already runs")
+    up_cmd.add_argument("--inventory", required=True, type=Path)
     sub.add_parser("list", help="show fleets and hosts")
     sub.add_parser("build-root", help="build or reuse the cached base root")
     args = parser.parse_args(argv)
@@ -527,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(output + "\n")
         print(output)
+    elif args.command == "up":
+        print(json.dumps(up(spec_from_inventory(args.inventory)), indent=2))
     elif args.command == "destroy":
         destroy(args.fleet)
     elif args.command == "list":

@@ -1,0 +1,41 @@
+# llmfleet developer commands. Everything installs what it needs (scripts/bootstrap.sh).
+#   make lab      the main job: bring up the built-in lab and deploy + verify a model on it
+#   make test     every test: lint, unit, collection build, integration, molecule scenarios
+#   make check    the fast loop: lint + unit (under 3 minutes)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
+export ANSIBLE_NOCOLOR := 1
+export PY_COLORS := 0
+PYTEST := pytest -p no:cacheprovider
+
+.PHONY: bootstrap lab lab-down check lint unit test build integration molecule
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+lab: bootstrap
+	python lab/fleet.py up --inventory inventories/lab/hosts.yml
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+
+lab-down:
+	python3 lab/fleet.py destroy --fleet lab
+
+check: bootstrap lint unit
+
+lint:
+	ruff check .
+	ruff format --check .
+	ansible-lint --offline
+
+unit:
+	$(PYTEST) tests/unit
+
+test: check integration molecule
+
+integration: bootstrap
+	$(PYTEST) tests/integration
+
+molecule: bootstrap
+	molecule test --all

@@ -1,0 +1,35 @@
+"""Every role documents every entry point in meta/argument_specs.yml, and its specs agree with defaults."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLES = sorted(p for p in (Path(__file__).resolve().parents[3] / "roles").iterdir() if p.is_dir())
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_entry_point_has_a_spec(role):
+    specs = load(role / "meta/argument_specs.yml").get("argument_specs", {})
+    entry_points = {p.stem for p in (role / "tasks").glob("*.yml") if p.stem == "main"}
+    assert entry_points <= set(specs), f"{role.name}: entry points without argument specs"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_defaults_and_specs_agree(role):
+    defaults = load(role / "defaults/main.yml")
+    options = {}
+    for entry in load(role / "meta/argument_specs.yml").get("argument_specs", {}).values():
+        options.update(entry.get("options") or {})
+    assert set(defaults) - set(options) == set(), f"{role.name}: defaults without a spec"
+    for name, spec in options.items():
+        if spec.get("required"):
+            assert name not in defaults, f"{role.name}: {name} is required but has a default"
+            continue
+        assert name in defaults, f"{role.name}: optional {name} has no default in defaults/main.yml"
+        assert spec.get("default") == defaults[name], f"{role.name}: {name} default differs from the spec"
+        assert spec.get("description"), f"{role.name}: {name} has no description"
