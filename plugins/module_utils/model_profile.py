@@ -1,0 +1,957 @@
+# Copyright: llmfleet developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Model profiles: validate them, derive what config.json can say, and normalise them.
+
+A profile is data (a YAML file under the collection's ``models/`` directory, or a dict from the
+inventory). This module turns such a dict into a :class:`ModelProfile`:
+
+* layers, attention heads, KV heads, head size, maximum context, weight format and MoE shape are
+  derived from the ``config`` block (the model's ``config.json``, or the fields of it the planner
+  needs), unless the profile states them itself;
+* hand-written numbers are kept for what ``config.json`` cannot say: the weights' size as loaded
+  (when the parameter-count estimate is not good enough), the layouts the model supports and
+  refuses, parsers, sampling, the minimum vLLM version and compute capability, CPU support.
+
+Standard library only: this file may run on target hosts (Python 3.11).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 1024**3
+MIB = 1024**2
+GB = 1000**3
+
+#: bytes per element of the dtypes found in config.json and in --kv-cache-dtype
+DTYPE_BYTES: dict[str, int] = {
+    "float32": 4,
+    "fp32": 4,
+    "float": 4,
+    "bfloat16": 2,
+    "bf16": 2,
+    "float16": 2,
+    "fp16": 2,
+    "half": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "float8_e4m3fn": 1,
+}
+
+#: weight formats the CPU build of vLLM can load
+CPU_WEIGHT_FORMATS = frozenset({"float32", "bfloat16", "float16"})
+
+#: head sizes the CPU attention backend supports (others make the engine die on the first request)
+CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
+
+DEFAULT_OVERHEAD_GIB_PER_GPU = 4.0
+DEFAULT_MIN_MODEL_LEN = 4096
+DEFAULT_CPU_KVCACHE_SPACE_GIB = 1
+
+_LAYOUT_PART = re.compile(r"^(tp|dp|pp)(\d+)$")
+
+KNOWN_KEYS = frozenset(
+    {
+        "name",
+        "display_name",
+        "description",
+        "model_id",
+        "served_model_name",
+        "modelscope_id",
+        "huggingface_id",
+        "trust_remote_code",
+        "config",
+        "architecture",
+        "weight_format",
+        "weight_block_size",
+        "dtype",
+        "weights_bytes",
+        "weights_mib",
+        "weights_gib",
+        "weights_gb",
+        "expert_weights_fraction",
+        "num_layers",
+        "num_attention_heads",
+        "num_kv_heads",
+        "head_dim",
+        "hidden_size",
+        "intermediate_size",
+        "moe_intermediate_size",
+        "num_experts",
+        "kv_cache_dtype",
+        "max_model_len",
+        "min_model_len",
+        "layouts",
+        "refused_layouts",
+        "tool_call_parser",
+        "reasoning_parser",
+        "reasoning_parsers",
+        "sampling",
+        "min_vllm_version",
+        "min_compute_capability",
+        "fallback_compute_capability",
+        "compute_capability_note",
+        "overhead_gib_per_gpu",
+        "max_num_seqs",
+        "extra_args",
+        "env",
+        "cpu",
+        "notes",
+        "extends",
+        # written by as_dict(); accepted back so a normalised profile can be planned again
+        "kv_bytes_per_token",
+        "expert_weights_bytes",
+        "expert_weights_gib",
+        "derived_from_config",
+        "source",
+    }
+)
+
+
+class ProfileError(ValueError):
+    """A profile is malformed; the message names the profile and the field."""
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Layout:
+    """A parallel layout on one host: tensor x data x pipeline parallel, with or without EP."""
+
+    tp: int = 1
+    dp: int = 1
+    pp: int = 1
+    ep: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.dp * self.pp
+
+    @property
+    def name(self) -> str:
+        if self.tp == 1 and self.pp == 1 and self.dp > 1:  # data parallel only: dp8, dp8-ep
+            return f"dp{self.dp}" + ("-ep" if self.ep else "")
+        parts = [f"tp{self.tp}"]
+        if self.pp > 1:
+            parts.append(f"pp{self.pp}")
+        if self.ep:
+            parts.append("ep")
+        if self.dp > 1:
+            parts.append(f"dp{self.dp}")
+        return "-".join(parts)
+
+    @classmethod
+    def parse(cls, value: Any) -> Layout:
+        """Read ``tp8-ep``, ``tp4-ep-dp2``, ``dp8-ep``, ``tp2-pp2``, or a dict {tp, dp, pp, ep}."""
+        if isinstance(value, Layout):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - {"tp", "dp", "pp", "ep", "name", "layout"}
+            if unknown:
+                raise ProfileError(f"layout {value!r}: unknown keys {sorted(unknown)}")
+            if "layout" in value or "name" in value:
+                return cls.parse(value.get("layout", value.get("name")))
+            try:
+                layout = cls(
+                    tp=int(value.get("tp", 1)),
+                    dp=int(value.get("dp", 1)),
+                    pp=int(value.get("pp", 1)),
+                    ep=bool(value.get("ep", False)),
+                )
+            except (TypeError, ValueError) as exc:
+                raise ProfileError(f"layout {value!r}: {exc}") from exc
+            layout.check()
+            return layout
+        if not isinstance(value, str) or not value.strip():
+            raise ProfileError(f"layout {value!r}: expected a name such as 'tp8-ep' or 'tp4-ep-dp2'")
+        sizes = {"tp": 1, "dp": 1, "pp": 1}
+        seen: set[str] = set()
+        ep = False
+        for part in value.strip().lower().replace("_", "-").replace("+", "-").split("-"):
+            if part == "ep":
+                ep = True
+                continue
+            match = _LAYOUT_PART.match(part)
+            if not match or match.group(1) in seen:
+                raise ProfileError(
+                    f"layout {value!r}: cannot read {part!r}; write it as tpN, dpN, ppN and ep "
+                    "joined by '-', e.g. 'tp8-ep' or 'tp4-ep-dp2'"
+                )
+            seen.add(match.group(1))
+            sizes[match.group(1)] = int(match.group(2))
+        layout = cls(tp=sizes["tp"], dp=sizes["dp"], pp=sizes["pp"], ep=ep)
+        layout.check()
+        return layout
+
+    def check(self) -> None:
+        if min(self.tp, self.dp, self.pp) < 1:
+            raise ProfileError(f"layout {self.name}: every size must be at least 1")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tensor_parallel_size": self.tp,
+            "data_parallel_size": self.dp,
+            "pipeline_parallel_size": self.pp,
+            "enable_expert_parallel": self.ep,
+            "gpus": self.world_size,
+        }
+
+
+@dataclass(frozen=True)
+class RefusedLayout:
+    layout: Layout
+    reason: str
+
+
+@dataclass(frozen=True)
+class CpuSupport:
+    servable: bool
+    reason: str = ""
+    kvcache_space_gib: int = DEFAULT_CPU_KVCACHE_SPACE_GIB
+    extra_args: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Derivation from config.json
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigShape:
+    """What the planner can learn from a model's config.json."""
+
+    num_layers: int | None = None
+    num_attention_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    moe_intermediate_size: int | None = None
+    num_experts: int | None = None
+    max_model_len: int | None = None
+    dtype: str | None = None
+    weight_format: str | None = None
+    weight_block_size: int | None = None
+    weights_bytes: int | None = None
+    expert_weights_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal configs keep the language model's numbers under text_config."""
+    inner = config.get("text_config")
+    if isinstance(inner, dict) and "num_hidden_layers" in inner:
+        merged = dict(config)
+        merged.update(inner)
+        return merged
+    return config
+
+
+def _int_or_none(config: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and value > 0:
+            return int(value)
+    return None
+
+
+def derive_from_config(config: dict[str, Any]) -> ConfigShape:
+    """Derive layers, heads, KV heads, head size, context, format and weights from config.json.
+
+    Unknown or missing fields stay ``None``; the caller decides whether the profile supplies them.
+    """
+    if not isinstance(config, dict):
+        raise ProfileError(f"config must be a mapping (the model's config.json), got {type(config).__name__}")
+    cfg = _text_config(config)
+    layers = _int_or_none(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _int_or_none(cfg, "num_attention_heads", "n_head")
+    kv_heads = _int_or_none(cfg, "num_key_value_heads", "num_kv_heads", "multi_query_group_num") or heads
+    hidden = _int_or_none(cfg, "hidden_size", "n_embd", "d_model")
+    head_dim = _int_or_none(cfg, "head_dim")
+    if head_dim is None and hidden and heads and hidden % heads == 0:
+        head_dim = hidden // heads
+    experts = _int_or_none(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    intermediate = _int_or_none(cfg, "intermediate_size", "ffn_hidden_size")
+    moe_intermediate = _int_or_none(cfg, "moe_intermediate_size") if experts else None
+    if experts and moe_intermediate is None:
+        moe_intermediate = intermediate
+    dtype = cfg.get("torch_dtype") or cfg.get("dtype")
+    dtype = str(dtype).lower() if dtype else None
+
+    weight_format = dtype
+    block: int | None = None
+    quant = cfg.get("quantization_config")
+    if isinstance(quant, dict):
+        method = str(quant.get("quant_method", "")).lower()
+        fmt = str(quant.get("fmt", "")).lower()
+        if method == "fp8" or "float8" in fmt or "fp8" in fmt:
+            weight_format = "fp8"
+        elif method:
+            weight_format = method
+        block_size = quant.get("weight_block_size")
+        if isinstance(block_size, list | tuple) and block_size:
+            block = int(block_size[-1])
+
+    weights, expert_weights = _estimate_weights(
+        cfg,
+        layers,
+        heads,
+        kv_heads,
+        head_dim,
+        hidden,
+        dtype,
+        weight_format,
+        experts,
+        intermediate,
+        moe_intermediate,
+    )
+    return ConfigShape(
+        num_layers=layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        moe_intermediate_size=moe_intermediate,
+        num_experts=experts,
+        max_model_len=_int_or_none(cfg, "max_position_embeddings", "n_positions", "max_sequence_length"),
+        dtype=dtype,
+        weight_format=weight_format,
+        weight_block_size=block,
+        weights_bytes=weights,
+        expert_weights_bytes=expert_weights,
+    )
+
+
+def _estimate_weights(
+    cfg: dict[str, Any],
+    layers: int | None,
+    heads: int | None,
+    kv_heads: int | None,
+    head_dim: int | None,
+    hidden: int | None,
+    dtype: str | None,
+    weight_format: str | None,
+    experts: int | None,
+    intermediate: int | None,
+    moe_intermediate: int | None,
+) -> tuple[int | None, int | None]:
+    """Estimate the loaded weights of a standard decoder (GQA attention, gated MLP or MoE).
+
+    Returns (total bytes, bytes in routed experts). Linear layers use the weight format; embeddings,
+    norms and the router stay in the model dtype. ``None`` when the config lacks a needed number.
+    """
+    vocab = _int_or_none(cfg, "vocab_size")
+    if not all((layers, heads, kv_heads, head_dim, hidden, vocab, dtype)) or dtype not in DTYPE_BYTES:
+        return None, None
+    assert layers and heads and kv_heads and head_dim and hidden and vocab and dtype  # for type checkers
+    dense_bytes = DTYPE_BYTES[dtype]
+    linear_bytes = DTYPE_BYTES.get(weight_format or dtype, dense_bytes)
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
+    norms = layers * 2 * hidden + hidden
+    expert_params = 0
+    router = 0
+    mlp = 0
+    if experts:
+        if not moe_intermediate:
+            return None, None
+        expert_params = layers * experts * 3 * hidden * moe_intermediate
+        router = layers * hidden * experts
+        shared = _int_or_none(cfg, "shared_expert_intermediate_size")
+        if shared:
+            mlp = layers * 3 * hidden * shared
+    else:
+        if not intermediate:
+            return None, None
+        mlp = layers * 3 * hidden * intermediate
+    linear = layers * attention + mlp
+    total = (linear + expert_params) * linear_bytes + (embeddings + norms + router) * dense_bytes
+    return int(total), int(expert_params * linear_bytes)
+
+
+# --------------------------------------------------------------------------------------------
+# The profile
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """A validated, normalised model profile (all sizes in bytes, all numbers resolved)."""
+
+    name: str
+    display_name: str
+    model_id: str
+    served_model_name: str
+    modelscope_id: str | None
+    huggingface_id: str | None
+    trust_remote_code: bool
+    architecture: str
+    weight_format: str
+    weight_block_size: int | None
+    dtype: str
+    weights_bytes: int
+    expert_weights_bytes: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int | None
+    intermediate_size: int | None
+    moe_intermediate_size: int | None
+    num_experts: int | None
+    kv_cache_dtype: str
+    max_model_len: int
+    min_model_len: int
+    layouts: tuple[Layout, ...]
+    refused_layouts: tuple[RefusedLayout, ...]
+    tool_call_parser: str | None
+    reasoning_parser: str | None
+    reasoning_parsers: tuple[str, ...]
+    sampling: dict[str, Any]
+    min_vllm_version: str | None
+    min_compute_capability: str | None
+    fallback_compute_capability: str | None
+    compute_capability_note: str
+    overhead_gib_per_gpu: float
+    max_num_seqs: int | None
+    extra_args: tuple[str, ...]
+    env: dict[str, str]
+    cpu: CpuSupport
+    config: dict[str, Any] = field(default_factory=dict)
+    derived_from_config: tuple[str, ...] = ()
+    notes: str = ""
+    source: str = ""
+
+    # ---- derived figures -------------------------------------------------------------------
+
+    @property
+    def is_moe(self) -> bool:
+        return self.architecture == "moe"
+
+    @property
+    def weights_gib(self) -> float:
+        return self.weights_bytes / GIB
+
+    @property
+    def kv_element_bytes(self) -> int:
+        return kv_element_bytes(self.kv_cache_dtype, self.dtype)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """2 (K and V) x layers x KV heads x head size x bytes per element, for the whole model."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.kv_element_bytes
+
+    def refused_reason(self, layout: Layout) -> str | None:
+        for refused in self.refused_layouts:
+            if refused.layout == layout:
+                return refused.reason
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict (what the ``model_profile`` filter returns; accepted back by from_dict)."""
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "model_id": self.model_id,
+            "served_model_name": self.served_model_name,
+            "modelscope_id": self.modelscope_id,
+            "huggingface_id": self.huggingface_id,
+            "trust_remote_code": self.trust_remote_code,
+            "architecture": self.architecture,
+            "weight_format": self.weight_format,
+            "weight_block_size": self.weight_block_size,
+            "dtype": self.dtype,
+            "weights_bytes": self.weights_bytes,
+            "weights_gib": round(self.weights_gib, 3),
+            "expert_weights_bytes": self.expert_weights_bytes,
+            "num_layers": self.num_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "moe_intermediate_size": self.moe_intermediate_size,
+            "num_experts": self.num_experts,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "max_model_len": self.max_model_len,
+            "min_model_len": self.min_model_len,
+            "layouts": [layout.name for layout in self.layouts],
+            "refused_layouts": [{"layout": r.layout.name, "reason": r.reason} for r in self.refused_layouts],
+            "tool_call_parser": self.tool_call_parser,
+            "reasoning_parser": self.reasoning_parser,
+            "reasoning_parsers": list(self.reasoning_parsers),
+            "sampling": dict(self.sampling),
+            "min_vllm_version": self.min_vllm_version,
+            "min_compute_capability": self.min_compute_capability,
+            "fallback_compute_capability": self.fallback_compute_capability,
+            "compute_capability_note": self.compute_capability_note,
+            "overhead_gib_per_gpu": self.overhead_gib_per_gpu,
+            "max_num_seqs": self.max_num_seqs,
+            "extra_args": list(self.extra_args),
+            "env": dict(self.env),
+            "cpu": {
+                "servable": self.cpu.servable,
+                "reason": self.cpu.reason,
+                "kvcache_space_gib": self.cpu.kvcache_space_gib,
+                "extra_args": list(self.cpu.extra_args),
+            },
+            "config": dict(self.config),
+            "derived_from_config": list(self.derived_from_config),
+            "notes": self.notes,
+            "source": self.source,
+        }
+
+
+def kv_element_bytes(kv_cache_dtype: str, model_dtype: str) -> int:
+    """Bytes per KV element: 'auto' follows the model dtype (FP8 weights keep a 16-bit cache)."""
+    key = (kv_cache_dtype or "auto").lower()
+    if key == "auto":
+        key = model_dtype.lower()
+    if key not in DTYPE_BYTES:
+        raise ProfileError(f"unknown KV cache dtype {kv_cache_dtype!r}; use auto, bfloat16, float16 or fp8")
+    return DTYPE_BYTES[key]
+
+
+def _req_str(data: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileError(f"{where}: '{key}' must be a non-empty string")
+    return value.strip()
+
+
+def _opt_str(data: dict[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ProfileError(f"{where}: '{key}' must be a string, got {value!r}")
+    return value.strip()
+
+
+def _pos_int(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or int(value) != value:
+        raise ProfileError(f"{where}: '{key}' must be a positive whole number, got {value!r}")
+    return int(value)
+
+
+def _pos_num(value: Any, key: str, where: str, allow_zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise ProfileError(f"{where}: '{key}' must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _capability(value: Any, key: str, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+\.\d+", text):
+        raise ProfileError(f"{where}: '{key}' must look like \"8.9\" (quote it in YAML), got {value!r}")
+    return text
+
+
+def parse_capability(text: str | None) -> tuple[int, int] | None:
+    """'8.9' -> (8, 9); None or unreadable -> None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """'0.11.1' / 'v0.12.0rc1' / '0.12.0+cu129' -> (0, 11, 1); unreadable -> None."""
+    if text is None:
+        return None
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", str(text))
+    if not match:
+        return None
+    return tuple(int(p) for p in match.group(1).split("."))
+
+
+def _weights_from_profile(data: dict[str, Any], where: str) -> int | None:
+    given = [
+        k for k in ("weights_bytes", "weights_mib", "weights_gib", "weights_gb") if data.get(k) is not None
+    ]
+    if len(given) > 1:
+        # as_dict() writes weights_bytes and weights_gib together; they agree, so bytes win
+        if set(given) == {"weights_bytes", "weights_gib"}:
+            given = ["weights_bytes"]
+        else:
+            raise ProfileError(f"{where}: give the weights' size once, not as {', '.join(given)}")
+    if not given:
+        return None
+    key = given[0]
+    value = _pos_num(data[key], key, where)
+    scale = {"weights_bytes": 1, "weights_mib": MIB, "weights_gib": GIB, "weights_gb": GB}[key]
+    return int(value * scale)
+
+
+def _layouts(items: Any, where: str) -> tuple[Layout, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ProfileError(f"{where}: 'layouts' must be a list such as [tp4, tp8-ep]")
+    layouts = []
+    for item in items:
+        layout = Layout.parse(item)
+        if layout in layouts:
+            raise ProfileError(f"{where}: layout {layout.name} is listed twice")
+        layouts.append(layout)
+    return tuple(layouts)
+
+
+def _refused(items: Any, where: str) -> tuple[RefusedLayout, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ProfileError(f"{where}: 'refused_layouts' must be a list of {{layout, reason}}")
+    refused = []
+    for item in items:
+        if not isinstance(item, dict) or "layout" not in item or not str(item.get("reason", "")).strip():
+            raise ProfileError(
+                f"{where}: each refused layout needs 'layout' and a 'reason' a person can act on"
+            )
+        refused.append(RefusedLayout(Layout.parse(item["layout"]), str(item["reason"]).strip()))
+    return tuple(refused)
+
+
+def _cpu(data: Any, where: str) -> CpuSupport:
+    if data is None:
+        return CpuSupport(servable=False, reason="the profile does not say the model can be served on CPU")
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: 'cpu' must be a mapping with 'servable' (and 'reason' when false)")
+    servable = data.get("servable")
+    if not isinstance(servable, bool):
+        raise ProfileError(f"{where}: cpu.servable must be true or false")
+    reason = str(data.get("reason") or "").strip()
+    if not servable and not reason:
+        raise ProfileError(f"{where}: cpu.reason must say why the model cannot be served on CPU")
+    space = _pos_int(
+        data.get("kvcache_space_gib", DEFAULT_CPU_KVCACHE_SPACE_GIB), "cpu.kvcache_space_gib", where
+    )
+    extra = data.get("extra_args") or []
+    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
+        raise ProfileError(f"{where}: cpu.extra_args must be a list of strings")
+    return CpuSupport(servable=servable, reason=reason, kvcache_space_gib=space, extra_args=tuple(extra))
+
+
+def profile_from_dict(data: dict[str, Any], name: str | None = None, source: str = "") -> ModelProfile:
+    """Validate a profile dict and resolve every number (derived from ``config`` where possible).
+
+    Raises :class:`ProfileError` naming the profile and the field when something is wrong.
+    """
+    if not isinstance(data, dict):
+        raise ProfileError(f"model profile {name or '?'}: expected a mapping, got {type(data).__name__}")
+    name = str(data.get("name") or name or "").strip()
+    where = f"model profile {name or '?'}" + (f" ({source})" if source else "")
+    if not name:
+        raise ProfileError(f"{where}: 'name' is missing")
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise ProfileError(f"{where}: unknown fields {unknown}; see docs/planning.md for the profile format")
+
+    config = data.get("config") or {}
+    shape = derive_from_config(config) if config else ConfigShape()
+    derived: list[str] = []
+
+    def pick(key: str, from_config: Any) -> Any:
+        if data.get(key) is not None:
+            return data[key]
+        if from_config is not None:
+            derived.append(key)
+        return from_config
+
+    def need_int(key: str, from_config: Any) -> int:
+        value = pick(key, from_config)
+        if value is None:
+            raise ProfileError(
+                f"{where}: '{key}' is missing and cannot be derived from 'config' (config.json)"
+            )
+        return _pos_int(value, key, where)
+
+    num_layers = need_int("num_layers", shape.num_layers)
+    num_heads = need_int("num_attention_heads", shape.num_attention_heads)
+    num_kv_heads = need_int("num_kv_heads", shape.num_kv_heads)
+    head_dim = need_int("head_dim", shape.head_dim)
+    max_model_len = need_int("max_model_len", shape.max_model_len)
+    dtype = str(pick("dtype", shape.dtype) or "bfloat16").lower()
+    if dtype not in DTYPE_BYTES:
+        raise ProfileError(f"{where}: unknown dtype {dtype!r}; use bfloat16, float16 or float32")
+    weight_format = str(pick("weight_format", shape.weight_format) or dtype).lower()
+    block = pick("weight_block_size", shape.weight_block_size)
+    block = _pos_int(block, "weight_block_size", where) if block is not None else None
+    hidden = pick("hidden_size", shape.hidden_size)
+    intermediate = pick("intermediate_size", shape.intermediate_size)
+    moe_intermediate = pick("moe_intermediate_size", shape.moe_intermediate_size)
+    num_experts = pick("num_experts", shape.num_experts)
+    architecture = str(data.get("architecture") or ("moe" if num_experts else "dense")).lower()
+    if architecture not in ("dense", "moe"):
+        raise ProfileError(f"{where}: architecture must be 'dense' or 'moe', got {architecture!r}")
+    if num_heads % num_kv_heads:
+        raise ProfileError(
+            f"{where}: num_attention_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
+        )
+
+    weights = _weights_from_profile(data, where)
+    if weights is None:
+        weights = shape.weights_bytes
+        if weights is None:
+            raise ProfileError(
+                f"{where}: give weights_gib (or weights_gb/weights_mib/weights_bytes): "
+                "the weights' size cannot be estimated from this config"
+            )
+        derived.append("weights_bytes")
+    expert_weights = 0
+    if architecture == "moe":
+        fraction = data.get("expert_weights_fraction")
+        if fraction is not None:
+            fraction = _pos_num(fraction, "expert_weights_fraction", where)
+            if fraction >= 1:
+                raise ProfileError(f"{where}: expert_weights_fraction must be below 1, got {fraction}")
+            expert_weights = int(weights * fraction)
+        elif data.get("expert_weights_bytes") is not None:
+            expert_weights = _pos_int(data["expert_weights_bytes"], "expert_weights_bytes", where)
+        elif shape.weights_bytes and shape.expert_weights_bytes:
+            # the config gives the share of routed experts; scale it to the stated size
+            expert_weights = int(weights * shape.expert_weights_bytes / shape.weights_bytes)
+            derived.append("expert_weights_bytes")
+        else:
+            raise ProfileError(
+                f"{where}: a MoE profile needs expert_weights_fraction (the share of the weights in routed "
+                "experts) when config.json does not give the expert shapes"
+            )
+        if expert_weights >= weights:
+            raise ProfileError(f"{where}: expert weights cannot be the whole model")
+
+    kv_cache_dtype = str(data.get("kv_cache_dtype") or "auto").lower()
+    kv_element_bytes(kv_cache_dtype, dtype)  # validates
+    min_model_len = _pos_int(
+        data.get("min_model_len", min(DEFAULT_MIN_MODEL_LEN, max_model_len)), "min_model_len", where
+    )
+    if min_model_len > max_model_len:
+        raise ProfileError(
+            f"{where}: min_model_len ({min_model_len}) exceeds max_model_len ({max_model_len})"
+        )
+
+    layouts = _layouts(data.get("layouts"), where)
+    refused = _refused(data.get("refused_layouts"), where)
+    clash = {r.layout for r in refused} & set(layouts)
+    if clash:
+        raise ProfileError(f"{where}: layouts {sorted(x.name for x in clash)} are both supported and refused")
+    if architecture == "dense" and any(layout.ep for layout in layouts):
+        raise ProfileError(f"{where}: expert parallel layouts need a MoE model")
+
+    reasoning = _opt_str(data, "reasoning_parser", where)
+    choices = data.get("reasoning_parsers") or ([reasoning] if reasoning else [])
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise ProfileError(f"{where}: reasoning_parsers must be a list of parser names")
+    if reasoning and reasoning not in choices:
+        raise ProfileError(f"{where}: reasoning_parser {reasoning!r} is not in reasoning_parsers {choices}")
+
+    sampling = data.get("sampling") or {}
+    if not isinstance(sampling, dict):
+        raise ProfileError(f"{where}: sampling must be a mapping such as {{temperature: 1.0, top_p: 0.95}}")
+    extra_args = data.get("extra_args") or []
+    if not isinstance(extra_args, list) or not all(isinstance(a, str) for a in extra_args):
+        raise ProfileError(f"{where}: extra_args must be a list of strings")
+    env = data.get("env") or {}
+    if not isinstance(env, dict):
+        raise ProfileError(f"{where}: env must be a mapping of variable names to values")
+    max_num_seqs = data.get("max_num_seqs")
+    max_num_seqs = _pos_int(max_num_seqs, "max_num_seqs", where) if max_num_seqs is not None else None
+
+    min_cc = _capability(data.get("min_compute_capability"), "min_compute_capability", where)
+    fallback_cc = _capability(data.get("fallback_compute_capability"), "fallback_compute_capability", where)
+    if min_cc and fallback_cc and parse_capability(fallback_cc) >= parse_capability(min_cc):  # type: ignore[operator]
+        raise ProfileError(f"{where}: fallback_compute_capability must be below min_compute_capability")
+    min_vllm = _opt_str(data, "min_vllm_version", where)
+    if min_vllm and parse_version(min_vllm) is None:
+        raise ProfileError(f"{where}: min_vllm_version {min_vllm!r} is not a version number")
+
+    model_id = _req_str(data, "model_id", where, default=name)
+    return ModelProfile(
+        name=name,
+        display_name=str(data.get("display_name") or name),
+        model_id=model_id,
+        served_model_name=_req_str(data, "served_model_name", where, default=model_id),
+        modelscope_id=_opt_str(data, "modelscope_id", where),
+        huggingface_id=_opt_str(data, "huggingface_id", where),
+        trust_remote_code=bool(data.get("trust_remote_code", False)),
+        architecture=architecture,
+        weight_format=weight_format,
+        weight_block_size=block,
+        dtype=dtype,
+        weights_bytes=weights,
+        expert_weights_bytes=expert_weights,
+        num_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        moe_intermediate_size=moe_intermediate,
+        num_experts=num_experts,
+        kv_cache_dtype=kv_cache_dtype,
+        max_model_len=max_model_len,
+        min_model_len=min_model_len,
+        layouts=layouts,
+        refused_layouts=refused,
+        tool_call_parser=_opt_str(data, "tool_call_parser", where),
+        reasoning_parser=reasoning,
+        reasoning_parsers=tuple(choices),
+        sampling=dict(sampling),
+        min_vllm_version=min_vllm,
+        min_compute_capability=min_cc,
+        fallback_compute_capability=fallback_cc,
+        compute_capability_note=str(data.get("compute_capability_note") or "").strip(),
+        overhead_gib_per_gpu=_pos_num(
+            data.get("overhead_gib_per_gpu", DEFAULT_OVERHEAD_GIB_PER_GPU),
+            "overhead_gib_per_gpu",
+            where,
+            True,
+        ),
+        max_num_seqs=max_num_seqs,
+        extra_args=tuple(extra_args),
+        env={str(k): str(v) for k, v in env.items()},
+        cpu=_cpu(data.get("cpu"), where),
+        config=dict(config),
+        derived_from_config=tuple(dict.fromkeys(derived)),
+        notes=str(data.get("notes") or "").strip(),
+        source=source or str(data.get("source") or ""),
+    )
+
+
+def merge_profile(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge an inventory profile over the one it ``extends`` (lists and scalars replace)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "extends":
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_profile(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_profile(
+    name: str,
+    shipped: dict[str, dict[str, Any]],
+    user: dict[str, dict[str, Any]] | None = None,
+    sources: dict[str, str] | None = None,
+) -> ModelProfile:
+    """Find ``name`` among the user's profiles (inventory) and the shipped ones, follow ``extends``.
+
+    ``name`` may also be a model id (``MiniMaxAI/MiniMax-M2``) or a hub id. User profiles win.
+    """
+    user = user or {}
+    if not isinstance(user, dict):
+        raise ProfileError("llmfleet_model_profiles must be a mapping of profile name to profile")
+    sources = sources or {}
+
+    def lookup(wanted: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+        if wanted in chain:
+            raise ProfileError(f"model profile {wanted}: 'extends' loops ({' -> '.join((*chain, wanted))})")
+        key = _find_key(wanted, user)
+        if key is not None:
+            data = user[key]
+            if not isinstance(data, dict):
+                raise ProfileError(f"model profile {key} (inventory): expected a mapping")
+            data = {"name": key, **data}
+            source = "inventory llmfleet_model_profiles"
+        else:
+            key = _find_key(wanted, shipped)
+            if key is None:
+                known = sorted(set(shipped) | set(user))
+                raise ProfileError(
+                    f"no model profile named {wanted!r}; known profiles: {', '.join(known)}. "
+                    "Add your own under llmfleet_model_profiles in the inventory (see docs/planning.md)"
+                )
+            data = shipped[key]
+            source = sources.get(key, "collection models/")
+        parent = data.get("extends")
+        if parent:
+            # an inventory profile may extend the shipped profile of the same name
+            if parent == key and source.startswith("inventory"):
+                base_key = _find_key(parent, shipped)
+                if base_key is None:
+                    raise ProfileError(f"model profile {key}: extends unknown shipped profile {parent!r}")
+                base = shipped[base_key]
+            else:
+                base, _ = lookup(str(parent), (*chain, wanted))
+            data = merge_profile(base, data)
+            data["name"] = key
+        return data, source
+
+    data, source = lookup(name, ())
+    return profile_from_dict(data, source=source)
+
+
+def _find_key(wanted: str, profiles: dict[str, dict[str, Any]]) -> str | None:
+    if wanted in profiles:
+        return wanted
+    low = wanted.lower()
+    for key in profiles:
+        if key.lower() == low:
+            return key
+    for key, data in profiles.items():
+        if not isinstance(data, dict):
+            continue
+        ids = (
+            data.get("model_id"),
+            data.get("served_model_name"),
+            data.get("huggingface_id"),
+            data.get("modelscope_id"),
+        )
+        if any(isinstance(i, str) and i.lower() == low for i in ids):
+            return key
+    return None
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def round_down(value: int, step: int) -> int:
+    return (value // step) * step if value >= step else value
+
+
+__all__ = [
+    "CPU_HEAD_SIZES",
+    "CPU_WEIGHT_FORMATS",
+    "GB",
+    "GIB",
+    "MIB",
+    "ConfigShape",
+    "CpuSupport",
+    "Layout",
+    "ModelProfile",
+    "ProfileError",
+    "RefusedLayout",
+    "ceil_div",
+    "derive_from_config",
+    "kv_element_bytes",
+    "merge_profile",
+    "parse_capability",
+    "parse_version",
+    "profile_from_dict",
+    "resolve_profile",
+    "round_down",
+]
