@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -1219,3 +1219,72 @@ def facts_from_nvml(nvml: Any) -> GpuFacts:
         return facts
     finally:
         _call(nvml, "nvmlShutdown")
+
+
+# --------------------------------------------------------------------------------------------
+# A live host: which commands to run, and what to do when one fails
+# --------------------------------------------------------------------------------------------
+
+#: ``run(argv) -> (rc, stdout, stderr)``, e.g. AnsibleModule.run_command.
+Runner = Callable[[list[str]], tuple[int, str, str]]
+
+
+def _command_failed(argv: Sequence[str], rc: int, out: str, err: str) -> NvidiaSmiError:
+    text = "\n".join(part for part in (out.strip(), err.strip()) if part)
+    known = error_from_output(text)
+    if known is not None:
+        return known
+    shown = " ".join(argv[1:])
+    return NvidiaSmiError(
+        f"`nvidia-smi {shown}` failed with exit code {rc}: {text[:500] or '(no output)'}",
+        reason="command-failed",
+        output=text,
+    )
+
+
+def _run_and_parse(run: Runner, argv: list[str], parse: Callable[[str], Capture]) -> Capture:
+    """Run one command; its output counts when it parses, whatever the exit code.
+
+    (nvidia-smi prints a full report and exits 14 when an infoROM is corrupted, for example.)
+    """
+    rc, out, err = run(argv)
+    try:
+        capture = parse(out)
+    except NvidiaSmiError:
+        raise _command_failed(argv, rc, out, err) from None
+    if rc != 0:
+        capture.warnings.append(f"`{' '.join(argv)}` exited with {rc}: {(err or '').strip()[:200]}")
+    capture.warnings.extend(_warnings_in(err.splitlines()))
+    return capture
+
+
+def collect_live(run: Runner, binary: str) -> GpuFacts:
+    """Query a live host with nvidia-smi: ``-q -x`` (required), ``--query-gpu`` and ``topo -m``.
+
+    ``--query-gpu`` asks for :data:`QUERY_FIELDS` and, when the driver refuses the field list
+    (``compute_cap`` is unknown to older drivers), again with :data:`QUERY_FIELDS_LEGACY`. Failures
+    of ``--query-gpu`` and ``topo -m`` only add warnings (interconnect is then ``unknown``); a
+    failure of ``-q -x`` raises :class:`NvidiaSmiError`.
+    """
+    captures = [_run_and_parse(run, [binary, "-q", "-x"], parse_xml)]
+    warnings: list[str] = []
+    query_errors: list[str] = []
+    for fields in (QUERY_FIELDS, QUERY_FIELDS_LEGACY):
+        argv = [binary, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
+        try:
+            captures.append(_run_and_parse(run, argv, lambda out, f=fields: parse_query_csv(out, fields=f)))
+            break
+        except NvidiaSmiError as exc:
+            query_errors.append(exc.msg)
+    else:
+        warnings.append(
+            "`nvidia-smi --query-gpu` gave no data, so compute capabilities come from the name table: "
+            + query_errors[-1]
+        )
+    try:
+        captures.append(_run_and_parse(run, [binary, "topo", "-m"], parse_topo))
+    except NvidiaSmiError as exc:
+        warnings.append(f"`nvidia-smi topo -m` gave no matrix, so the interconnect is unknown: {exc.msg}")
+    facts = merge_captures(captures)
+    facts.warnings.extend(warnings)
+    return facts
