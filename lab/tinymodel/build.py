@@ -56,7 +56,7 @@ ROPE_THETA = 10000.0
 # sqrt(HIDDEN_SIZE) ~ 11.3, so the scripted token wins by a logit margin of about 180: even
 # sampling at temperature 1.0 picks it with probability 1 - 1e-78.
 NEXT_TOKEN_LOGIT = 16.0
-DTYPE = "bfloat16"  # the dtype vLLM runs the model in; the file stores float32 (numpy has no bf16)
+DTYPE = "float32"  # the dtype of the stored weights and the one vLLM runs the model in
 
 SERVED_NAME = "llmfleet/tiny"
 
