@@ -412,7 +412,7 @@ COMPUTE_CAPABILITY_BY_NAME: tuple[tuple[str, str, str], ...] = (
     ("Blackwell Ultra: B300, GB300", r"\b(?:GB|B)300\b", "10.3"),
     ("Blackwell: B100, B200, GB200", r"\b(?:GB|B)(?:100|200)\b", "10.0"),
     ("Blackwell GB10 (DGX Spark)", r"\bGB10\b", "12.1"),
-    ("Blackwell: RTX PRO Blackwell, GeForce RTX 50xx", r"\bRTX PRO \d+ Blackwell\b|\bRTX 50\d0\b", "12.0"),
+    ("Blackwell: RTX PRO xxxx (Blackwell), GeForce RTX 50xx", r"\bRTX PRO \d{4}\b|\bRTX 50\d0\b", "12.0"),
     ("Hopper: H100, H200, H800, H20, GH200", r"\b(?:GH|H)(?:100|200|800)\b|\bH20\b", "9.0"),
     (
         "Ada: L4, L20, L40, L40S, RTX 40xx, RTX xxxx Ada",
@@ -426,17 +426,18 @@ COMPUTE_CAPABILITY_BY_NAME: tuple[tuple[str, str, str], ...] = (
         "8.6",
     ),
     (
-        "Turing: T4, RTX 20xx, GTX 16xx, Quadro RTX, TITAN RTX",
-        r"\bT4\b|\bRTX 20\d0\b|\bGTX 16\d0\b|\bQuadro RTX\b|\bTITAN RTX\b",
+        "Turing: T4, Txxx/Txxxx workstation, RTX 20xx, GTX 16xx, Quadro RTX, TITAN RTX",
+        r"\bT(?:4|400|600|1000|1200|2000)\b|\bRTX 20\d0\b|\bGTX 16\d0\b|\bQuadro RTX\b|\bTITAN RTX\b",
         "7.5",
     ),
-    ("Volta: V100, TITAN V, Quadro GV100", r"\bG?V100\b|\bTITAN V\b", "7.0"),
+    ("Volta: V100, V100S, TITAN V, Quadro GV100", r"\bG?V100S?\b|\bTITAN V\b", "7.0"),
     ("Pascal GP100: P100", r"\bP100\b", "6.0"),
     (
         "Pascal GP10x: P4, P6, P40, GTX 10xx, Quadro Pxxxx, TITAN Xp",
         r"\bP(?:4|6|40)\b|\bGTX 10\d0\b|\bQuadro P\d{3,4}\b|\bTITAN Xp\b",
         "6.1",
     ),
+    ("Maxwell GM20x: M4, M6, M40, M60", r"\bM(?:4|6|40|60)\b", "5.2"),
     ("Kepler GK210: K80", r"\bK80\b", "3.7"),
 )
 

@@ -374,6 +374,16 @@ def test_xml_with_noise_around_it():
     assert any("infoROM" in w for w in facts.warnings)
 
 
+@pytest.mark.parametrize(
+    ("state", "nvswitch"), [("Completed", True), ("In Progress", True), ("Not Started", True), ("N/A", None)]
+)
+def test_xml_fabric_state_tells_nvswitch(state, nvswitch):
+    xml = fixture_text("a100-sxm4-80gbx4-mig_qx-v12_telegraf.xml")
+    assert "<state>N/A</state>" in xml
+    facts = ns.facts_from_texts([xml.replace("<state>N/A</state>", f"<state>{state}</state>")])
+    assert facts.nvswitch is nvswitch
+
+
 def test_truncated_xml_is_refused():
     xml = fixture_text("tesla-t4x1_qx-v11_telegraf.xml")
     with pytest.raises(ns.NvidiaSmiError, match="incomplete"):
@@ -497,6 +507,12 @@ def test_normalize_bus_id(value, bus):
         ("NVIDIA RTX A2000 12GB", "8.6"),
         ("NVIDIA A2", "8.6"),
         ("Quadro P4000", "6.1"),
+        ("Tesla V100S-PCIE-32GB", "7.0"),
+        ("NVIDIA RTX PRO 6000 Blac...", "12.0"),
+        ("NVIDIA H20-3e", "9.0"),
+        ("Quadro T1000", "7.5"),
+        ("Tesla M60", "5.2"),
+        ("NVIDIA GeForce RTX 3060...", "8.6"),
         ("", None),
         (None, None),
     ],
