@@ -787,7 +787,7 @@ def _table_cells(line: str) -> list[str]:
 def parse_table(text: str) -> Capture:
     """Parse the default ``nvidia-smi`` table, including its MIG devices table."""
     capture = Capture(kind=KIND_TABLE)
-    section: str | None = None
+    section: str | None = "gpus"  # also when an excerpt starts below the column headers
     current: Gpu | None = None
     row_in_block = 0
     mig: MigDevice | None = None

@@ -413,6 +413,15 @@ def test_table_with_crlf_and_old_header_without_cuda():
     assert facts["gpus"][0]["mig_mode"] is None
 
 
+def test_table_excerpt_without_column_headers():
+    text = fixture_text("l40sx1_table_nvidia-gpu-exporter.txt")
+    lines = [
+        ln for ln in text.splitlines() if "Name" not in ln and "Memory-Usage" not in ln and "MIG M." not in ln
+    ]
+    facts = ns.facts_from_texts(["\n".join(lines)]).as_dict()
+    assert [(g["name"], g["memory_total_mib"]) for g in facts["gpus"]] == [("NVIDIA L40S", 46068)]
+
+
 def test_topo_with_old_mlx_columns_and_partial_nvlink():
     text = (
         "\tGPU0\tGPU1\tGPU2\tGPU3\tmlx5_0\tCPU Affinity\n"
