@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -262,12 +263,24 @@ class DoubleState:
             self.faults = ([*self.faults, *parsed]) if append else parsed
             return list(self.faults)
 
-    def take_faults(self, kind: str, api: str, repo: str, path: str) -> list[Fault]:
-        """Faults that apply to this request; each use counts against ``times``."""
+    def take_faults(
+        self,
+        kind: str,
+        api: str,
+        repo: str,
+        path: str,
+        fault_kinds: tuple[str, ...],
+        accept: Callable[[Fault], bool] = lambda _f: True,
+    ) -> list[Fault]:
+        """Faults of ``fault_kinds`` that apply to this request; each use counts against ``times``."""
         taken = []
         with self.lock:
             for fault in list(self.faults):
-                if not fault.matches(kind, api, repo, path):
+                if (
+                    fault.kind not in fault_kinds
+                    or not fault.matches(kind, api, repo, path)
+                    or not accept(fault)
+                ):
                     continue
                 taken.append(fault)
                 if fault.times is not None:
@@ -353,6 +366,7 @@ class HubHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self._status_sent = 0
         self._body_bytes = 0
+        self._rate: int | None = None
         self._kind = "other"
         self._api = "-"
         try:
@@ -366,19 +380,20 @@ class HubHandler(BaseHTTPRequestHandler):
         except NotFound as exc:
             self._not_found(exc)
         finally:
-            self.server.state.add_log(
-                {
-                    "method": method,
-                    "path": self.path,
-                    "kind": self._kind,
-                    "api": self._api,
-                    "status": self._status_sent,
-                    "range": self.headers.get("Range"),
-                    "bytes": self._body_bytes,
-                    "auth": bool(self.headers.get("Authorization")),
-                    "time": time.time(),
-                }
-            )
+            if self._kind != "control":
+                self.server.state.add_log(
+                    {
+                        "method": method,
+                        "path": self.path,
+                        "kind": self._kind,
+                        "api": self._api,
+                        "status": self._status_sent,
+                        "range": self.headers.get("Range"),
+                        "bytes": self._body_bytes,
+                        "auth": bool(self.headers.get("Authorization")),
+                        "time": time.time(),
+                    }
+                )
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._status_sent = code
@@ -426,6 +441,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # -- control endpoints -----------------------------------------------------------------------------------
     def _control(self, method: str, segments: list[str]) -> None:
+        self._kind = "control"
         state = self.server.state
         what = segments[0] if segments else ""
         if what == "health":
@@ -459,20 +475,20 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(404, {"error": f"unknown control endpoint {'/'.join(segments)}"})
 
     # -- faults before answering -----------------------------------------------------------------------------
-    def _pre_faults(self, kind: str, api: str, repo: str, path: str) -> list[Fault]:
-        """Count the request, apply delays and status faults. Returns the faults for the body."""
+    def _pre_faults(self, kind: str, api: str, repo: str, path: str) -> None:
+        """Count the request, apply ``slow`` and ``status`` faults (body faults wait for a body to send)."""
         self._kind, self._api = kind, api
         state = self.server.state
         state.count_request(kind, api)
-        faults = state.take_faults(kind, api, repo, path)
+        faults = state.take_faults(kind, api, repo, path, ("slow", "status"))
+        self._rate = min((f.rate for f in faults if f.kind == "slow" and f.rate), default=None)
         for fault in faults:
             if fault.kind == "slow" and fault.delay:
                 self._sleep(fault.delay)
         for fault in faults:
             if fault.kind == "status":
                 self._fault_status(fault, api, repo, path)
-                return []
-        return [f for f in faults if f.kind in ("cut", "stall", "flip") or (f.kind == "slow" and f.rate)]
+                return
 
     def _fault_status(self, fault: Fault, api: str, repo: str, path: str) -> None:
         message = f"injected HTTP {fault.status} for {repo} {path}".strip()
@@ -531,9 +547,7 @@ class HubHandler(BaseHTTPRequestHandler):
     def _cdn_url(self, rev: Revision, meta: FileMeta) -> str:
         return f"{self._cdn_base()}/_cdn/{quote(rev.org)}/{quote(rev.name)}/{rev.commit}/{quote(meta.path)}"
 
-    def _send_content(
-        self, method: str, rev: Revision, meta: FileMeta, faults: list[Fault], extra: dict[str, str]
-    ) -> None:
+    def _send_content(self, method: str, rev: Revision, meta: FileMeta, extra: dict[str, str]) -> None:
         state = self.server.state
         size = meta.size
         start, end = 0, size - 1
@@ -566,6 +580,14 @@ class HubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if method == "HEAD" or length == 0:
             return
+
+        def applies(fault: Fault) -> bool:
+            offset = meta.size // 2 if fault.offset is None else fault.offset
+            return fault.kind != "flip" or start <= offset <= end
+
+        faults = state.take_faults(
+            self._kind, self._api, rev.repo_id, meta.path, ("cut", "stall", "flip"), accept=applies
+        )
         self._stream(rev, meta, start, length, faults)
 
     def _stream(self, rev: Revision, meta: FileMeta, start: int, length: int, faults: list[Fault]) -> None:
@@ -578,7 +600,7 @@ class HubHandler(BaseHTTPRequestHandler):
                 if fault.kind == "stall":
                     stall = fault
         flips = [f.offset if f.offset is not None else meta.size // 2 for f in faults if f.kind == "flip"]
-        rate = min((f.rate for f in faults if f.kind == "slow" and f.rate), default=None)
+        rate = self._rate
         chunk_size = CHUNK if rate is None else max(1024, min(CHUNK, rate // 10))
         sent = 0
         began = time.monotonic()
@@ -668,7 +690,7 @@ class HubHandler(BaseHTTPRequestHandler):
         repo = f"{org}/{name}"
         kind = "head" if method == "HEAD" else "file"
         self._api = "hf"
-        faults = self._pre_faults(kind, "hf", repo, path)
+        self._pre_faults(kind, "hf", repo, path)
         if self._status_sent:
             return
         if not self._authorized(repo):
@@ -692,14 +714,14 @@ class HubHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self._send_content(method, rev, meta, faults, {**common, "ETag": f'"{meta.git_sha1}"'})
+        self._send_content(method, rev, meta, {**common, "ETag": f'"{meta.git_sha1}"'})
 
     def _cdn(self, method: str, org: str, name: str, commit: str, path: str) -> None:
         repo = f"{org}/{name}"
         kind = "head" if method == "HEAD" else "file"
         # The CDN belongs to whichever API redirected here; "any"-API faults apply, per-API ones by header.
         api = "ms" if "modelscope" in self.headers.get("User-Agent", "").lower() else "hf"
-        faults = self._pre_faults(kind, api, repo, path)
+        self._pre_faults(kind, api, repo, path)
         if self._status_sent:
             return
         rev = self.server.store.resolve(org, name, commit)
@@ -712,7 +734,7 @@ class HubHandler(BaseHTTPRequestHandler):
             "X-Linked-Etag": f'"{meta.sha256}"',
             "X-Linked-Size": str(meta.size),
         }
-        self._send_content(method, rev, meta, faults, extra)
+        self._send_content(method, rev, meta, extra)
 
     # -- ModelScope ------------------------------------------------------------------------------------------
     def _ms(self, method: str, org: str, name: str, rest: list[str], query: dict[str, str]) -> None:
@@ -733,7 +755,7 @@ class HubHandler(BaseHTTPRequestHandler):
             )
         if rest == ["repo"]:
             path = query.get("FilePath", "")
-            faults = self._pre_faults("file", "ms", repo, path)
+            self._pre_faults("file", "ms", repo, path)
             if self._status_sent:
                 return
             if not self._authorized(repo):
@@ -749,7 +771,7 @@ class HubHandler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            return self._send_content(method, rev, meta, faults, {})
+            return self._send_content(method, rev, meta, {})
         if rest == ["revisions"]:
             self._pre_faults("revision", "ms", repo, "")
             if self._status_sent:
