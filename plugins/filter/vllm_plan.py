@@ -18,7 +18,10 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.model_profile impor
     profile_from_dict,
     resolve_profile,
 )
-from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import plan_vllm
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import Plan, plan_vllm
+
+#: reason code of a host that has no plan at all in a report
+NO_PLAN = "no_plan"
 
 #: the collection's models/ directory (this file is plugins/filter/vllm_plan.py)
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -94,6 +97,7 @@ def vllm_plan(
     overrides: dict[str, Any] | None = None,
     host: str | None = None,
     profiles: dict[str, Any] | None = None,
+    discovery_error: str | None = None,
 ) -> dict[str, Any]:
     """``ansible_facts.llmfleet_gpu | llmfleet.serve.vllm_plan(profile, overrides, host=...)``.
 
@@ -111,7 +115,29 @@ def vllm_plan(
         raise AnsibleFilterError(
             f"vllm_plan: profile must be a name or a mapping, got {type(profile).__name__}"
         )
-    return plan_vllm(facts, resolved, overrides, host=host).as_dict()
+    return plan_vllm(facts, resolved, overrides, host=host, discovery_error=discovery_error).as_dict()
+
+
+def vllm_plan_collect(hosts: list[str], hostvars: Any) -> list[dict[str, Any]]:
+    """The ``llmfleet_plan`` of each host, in order; a refusal for hosts that have none.
+
+    ``ansible_play_hosts_all | llmfleet.serve.vllm_plan_collect(hostvars)``: hosts that failed or
+    were unreachable before planning still appear, so a report never silently drops a host.
+    """
+    plans = []
+    for host in hosts:
+        plan = hostvars[host].get("llmfleet_plan") if host in hostvars else None
+        if isinstance(plan, dict) and plan:
+            plans.append(dict(plan))
+            continue
+        missing = Plan(
+            host=host, model=str(hostvars[host].get("llmfleet_model") or "") if host in hostvars else ""
+        )
+        missing.refuse(
+            NO_PLAN, "no plan: the host failed or was unreachable before planning (see the play's output)"
+        )
+        plans.append(missing.as_dict())
+    return plans
 
 
 def _short_tokens(value: int) -> str:
@@ -142,12 +168,14 @@ def vllm_plan_table(plans: list[dict[str, Any]]) -> list[str]:
         count = plan.get("gpu_count") or 0
         if plan.get("device") == "cpu":
             gpus = "none (cpu)"
+        elif not count:
+            gpus = "?"
         else:
             used = plan.get("gpus_used") or 0
             name = plan.get("gpu_name") or "GPU"
             gpus = f"{count} x {name}" + (f" (uses {used})" if used and used != count else "")
             if plan.get("gpu_memory_mib"):
-                gpus += f" {plan['gpu_memory_mib'] / 1024:.0f}G"
+                gpus += f" ({plan['gpu_memory_mib'] / 1024:.1f} GiB)"
         fits = bool(plan.get("fits"))
         verdict = "fits" if fits else "REFUSED: " + ", ".join(plan.get("reason_codes") or ["?"])
         rows.append(
@@ -178,4 +206,5 @@ class FilterModule:
             "vllm_plan": vllm_plan,
             "model_profile": model_profile,
             "vllm_plan_table": vllm_plan_table,
+            "vllm_plan_collect": vllm_plan_collect,
         }

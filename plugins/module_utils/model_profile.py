@@ -741,7 +741,10 @@ def profile_from_dict(data: dict[str, Any], name: str | None = None, source: str
             raise ProfileError(f"{where}: expert weights cannot be the whole model")
 
     kv_cache_dtype = str(data.get("kv_cache_dtype") or "auto").lower()
-    kv_element_bytes(kv_cache_dtype, dtype)  # validates
+    try:
+        kv_element_bytes(kv_cache_dtype, dtype)
+    except ProfileError as exc:
+        raise ProfileError(f"{where}: {exc}") from exc
     min_model_len = _pos_int(
         data.get("min_model_len", min(DEFAULT_MIN_MODEL_LEN, max_model_len)), "min_model_len", where
     )
@@ -832,7 +835,7 @@ def profile_from_dict(data: dict[str, Any], name: str | None = None, source: str
         env={str(k): str(v) for k, v in env.items()},
         cpu=_cpu(data.get("cpu"), where),
         config=dict(config),
-        derived_from_config=tuple(dict.fromkeys(derived)),
+        derived_from_config=tuple(dict.fromkeys([*(data.get("derived_from_config") or []), *derived])),
         notes=str(data.get("notes") or "").strip(),
         source=source or str(data.get("source") or ""),
     )

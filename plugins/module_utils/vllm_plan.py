@@ -22,6 +22,7 @@ Standard library only: this file may run on target hosts (Python 3.11).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ MIXED_GPUS = "mixed_gpus"
 MIG_TOO_SMALL = "mig_too_small"
 CPU_NOT_SERVABLE = "cpu_not_servable"
 VLLM_TOO_OLD = "vllm_version"
+GPU_DISCOVERY = "gpu_discovery"
 REFUSAL_KINDS = (
     INVALID_INPUT,
     NO_GPU_LAYOUT,
@@ -80,6 +82,7 @@ REFUSAL_KINDS = (
     MIG_TOO_SMALL,
     CPU_NOT_SERVABLE,
     VLLM_TOO_OLD,
+    GPU_DISCOVERY,
 )
 
 
@@ -94,7 +97,7 @@ class OverrideError(ValueError):
 
 @dataclass(frozen=True)
 class Overrides:
-    """What a user may set (inventory ``llmfleet_*`` variables, see docs/planning.md)."""
+    """What a user may set: the keys of the inventory's ``llmfleet_plan_overrides`` (docs/planning.md)."""
 
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     max_model_len: int | None = None
@@ -249,6 +252,10 @@ def _read_gpus(facts: dict[str, Any]) -> tuple[list[Gpu], list[MigSlice]]:
             ),
             0,
         )
+        profile_name = str(item.get("profile") or item.get("name") or "")
+        sized = re.search(r"(\d+)gb\b", profile_name, re.IGNORECASE)
+        if not memory and sized:  # -L captures name the slice (3g.40gb) but give no memory
+            memory = int(sized.group(1)) * 1000  # MiB, a little under the real size
         slices.append(
             MigSlice(
                 gpu_index=int(item.get("gpu_index", item.get("gpu", -1)) or 0),
@@ -475,8 +482,13 @@ def plan_vllm(
     profile: ModelProfile,
     overrides: dict[str, Any] | Overrides | None = None,
     host: str | None = None,
+    discovery_error: str | None = None,
 ) -> Plan:
-    """Plan vLLM for one host. Never raises on bad input: returns a refusal instead."""
+    """Plan vLLM for one host. Never raises on bad input: returns a refusal instead.
+
+    ``discovery_error`` is the message of a failed GPU discovery: the plan is then a refusal that
+    carries it, so that everything downstream reports why the host has no plan.
+    """
     plan = Plan(host=host, model=profile.name)
     plan.weights_gib = round(profile.weights_gib, 2)
     plan.served_model_name = profile.served_model_name
@@ -519,6 +531,8 @@ def plan_vllm(
                 f"vLLM {opts.vllm_version} is too old for {profile.display_name}: it needs vLLM "
                 f">= {profile.min_vllm_version}; pin a newer vLLM release",
             )
+    if discovery_error:
+        return plan.refuse(GPU_DISCOVERY, f"GPU discovery failed: {discovery_error}")
     if not isinstance(facts, dict):
         return plan.refuse(
             INVALID_INPUT,
@@ -563,7 +577,7 @@ def _plan_cpu(plan: Plan, profile: ModelProfile, opts: Overrides, kv_element: in
             CPU_NOT_SERVABLE,
             f"this host has no NVIDIA GPU and {name}'s {_gib(profile.weights_bytes)} of weights are above "
             f"the CPU limit of {opts.cpu_max_weights_gib:g} GiB; serve it on a GPU, or raise "
-            "llmfleet_cpu_max_weights_gib if slow answers are acceptable",
+            "cpu_max_weights_gib in llmfleet_plan_overrides if slow answers are acceptable",
         )
     space_gib = opts.cpu_kvcache_space_gib or profile.cpu.kvcache_space_gib
     per_token = 2 * profile.num_layers * profile.num_kv_heads * profile.head_dim * kv_element
@@ -579,7 +593,7 @@ def _plan_cpu(plan: Plan, profile: ModelProfile, opts: Overrides, kv_element: in
                 INSUFFICIENT_MEMORY,
                 f"the host has {_gib(have)} of memory but CPU serving needs {_gib(need)} (weights "
                 f"{_gib(profile.weights_bytes)} + KV cache {space_gib} GiB + {CPU_HOST_RESERVE_GIB:g} GiB for "
-                f"vLLM itself): {_gib(need - have)} missing; lower llmfleet_cpu_kvcache_space_gib",
+                f"vLLM itself): {_gib(need - have)} missing; lower cpu_kvcache_space_gib in llmfleet_plan_overrides",
             )
     _set_context(plan, profile, opts, tokens, per_token, device="cpu")
     if plan.reason_codes:
@@ -612,10 +626,12 @@ def _set_context(
         )
         if plan.suggested_max_model_len:
             reason += f"; a max context of {_tokens(plan.suggested_max_model_len)} would fit"
-            plan.suggestions.append(f"set llmfleet_max_model_len={plan.suggested_max_model_len}")
+            plan.suggestions.append(
+                f"set max_model_len: {plan.suggested_max_model_len} in llmfleet_plan_overrides"
+            )
         if device == "cpu":
             need_gib = math.ceil(target * per_token / GIB)
-            plan.suggestions.append(f"set llmfleet_cpu_kvcache_space_gib={need_gib}")
+            plan.suggestions.append(f"set cpu_kvcache_space_gib: {need_gib} in llmfleet_plan_overrides")
         plan.refuse(CONTEXT_TOO_LONG, reason)
         plan.max_model_len = 0
         return False
@@ -643,7 +659,7 @@ def _select_gpus(plan: Plan, profile: ModelProfile, opts: Overrides, gpus: list[
         if missing:
             plan.refuse(
                 INVALID_INPUT,
-                f"llmfleet_gpu_indices names GPU(s) {_ranges(missing)}, but this host has GPU(s) "
+                f"gpu_indices in llmfleet_plan_overrides names GPU(s) {_ranges(missing)}, but this host has GPU(s) "
                 f"{_ranges(sorted(by_index))}",
             )
             return None
@@ -677,7 +693,7 @@ def _plan_gpu(
         return plan.refuse(
             MIXED_GPUS,
             f"this host mixes GPU models ({detail}); vLLM shards a model evenly, so plan on one model: "
-            "set llmfleet_gpu_indices to the GPUs of one kind",
+            "set gpu_indices in llmfleet_plan_overrides to the GPUs of one kind",
         )
     gpu_name = gpus[0].name
     plan.gpu_name = gpu_name
@@ -686,7 +702,7 @@ def _plan_gpu(
     if memory_mib <= 0 and not all(g.mig for g in gpus):
         return plan.refuse(
             INVALID_INPUT,
-            f"the GPU facts do not give the memory of {gpu_name}; capture `nvidia-smi -q -x` or "
+            f"the GPU facts do not give the memory of the GPUs ({gpu_name}); capture `nvidia-smi -q -x` or "
             "`nvidia-smi --query-gpu=...,memory.total --format=csv` instead",
         )
 
@@ -723,7 +739,7 @@ def _plan_gpu(
             return plan.refuse(
                 UNSUPPORTED_LAYOUT,
                 f"layout {layout.name} uses {layout.world_size} of the {count} GPUs; set "
-                "llmfleet_allow_gpu_subset=true to leave the others idle",
+                "allow_gpu_subset: true in llmfleet_plan_overrides to leave the others idle",
             )
         candidates = [layout]
     else:
@@ -742,11 +758,12 @@ def _plan_gpu(
                 )
             else:
                 plan.suggested_gpu_counts = counts
-                reason = f"{name} has no supported layout for {count} GPUs; GPU counts that work: {listing}"
+                gpus_word = "GPU" if count == 1 else "GPUs"
+                reason = (
+                    f"{name} has no supported layout for {count} {gpus_word}; GPU counts that work: {listing}"
+                )
                 if smaller:
-                    reason += (
-                        f"; set llmfleet_allow_gpu_subset=true to serve on {max(smaller)} of the {count} GPUs"
-                    )
+                    reason += f"; set allow_gpu_subset: true in llmfleet_plan_overrides to serve on {max(smaller)} of the {count} GPUs"
                 return plan.refuse(NO_GPU_LAYOUT, reason)
 
     fits = [evaluate(profile, x, memory_mib, utilization, overhead, kv_element) for x in candidates]
@@ -773,7 +790,9 @@ def _plan_gpu(
         wanted = target if CONTEXT_TOO_LONG in plan.reason_codes else profile.min_model_len
         _suggest_counts(plan, profile, memory_mib, utilization, overhead, kv_element, wanted, count)
         if kv_element == 2:
-            plan.suggestions.append("set llmfleet_kv_cache_dtype=fp8 to halve the KV cache per token")
+            plan.suggestions.append(
+                "set kv_cache_dtype: fp8 in llmfleet_plan_overrides to halve the KV cache per token"
+            )
         return plan
 
     if plan.interconnect == "pcie" and chosen.layout.tp > 1:
@@ -864,13 +883,14 @@ def _check_capability(plan: Plan, profile: ModelProfile, gpus: list[Gpu]) -> Non
     have = parse_capability(capability)
     assert have is not None
     if have < floor:
-        wanted = profile.fallback_compute_capability or profile.min_compute_capability
-        detail = f" ({profile.compute_capability_note})" if profile.compute_capability_note else ""
+        needs = f"{profile.min_compute_capability}"
+        if profile.fallback_compute_capability:
+            needs += f", or {profile.fallback_compute_capability} on a slower fallback path"
         plan.refuse(
             COMPUTE_CAPABILITY,
-            f"{gpus[0].name} has compute capability {capability}, below the {wanted} that "
-            f"{profile.display_name}'s {profile.weight_format} weights need{detail}; use GPUs with compute "
-            f"capability {profile.min_compute_capability} or newer",
+            f"{gpus[0].name} has compute capability {capability}, below what {profile.display_name}'s "
+            f"{profile.weight_format} weights need ({needs}); use GPUs with compute capability "
+            f"{profile.min_compute_capability} or newer",
         )
     elif have < need:
         plan.warnings.append(
@@ -971,7 +991,9 @@ def _refuse_weights(
     )
     higher = needed / fit.gpu_memory_bytes
     if higher <= 0.95 and higher > utilization:
-        plan.suggestions.append(f"set llmfleet_gpu_memory_utilization={math.ceil(higher * 100) / 100:.2f}")
+        plan.suggestions.append(
+            f"set gpu_memory_utilization: {math.ceil(higher * 100) / 100:.2f} in llmfleet_plan_overrides"
+        )
 
 
 def _suggest_counts(
@@ -1022,7 +1044,7 @@ def _finish(
         version = parse_version(opts.vllm_version)
         if version is None:
             plan.warnings.append(
-                "llmfleet_max_model_len_auto needs the installed vLLM version (llmfleet_vllm_version) to "
+                "max_model_len_auto needs the installed vLLM version (vllm_version in llmfleet_plan_overrides) to "
                 "know whether --max-model-len auto is available; using the planner's estimate"
             )
         elif version < MAX_MODEL_LEN_AUTO_MIN_VLLM:
