@@ -790,7 +790,6 @@ def parse_table(text: str) -> Capture:
     section: str | None = "gpus"  # also when an excerpt starts below the column headers
     current: Gpu | None = None
     row_in_block = 0
-    mig: MigDevice | None = None
     for raw in _lines(text):
         line = raw.strip()
         if not line:
@@ -845,14 +844,15 @@ def parse_table(text: str) -> Capture:
             if ids:
                 gpu, gi, ci, dev = (int(x) for x in ids.groups())
                 memory = _TABLE_MEM_RE.search(cells[1]) if len(cells) >= 2 else None
-                mig = MigDevice(
-                    gpu_index=gpu,
-                    device_index=dev,
-                    gpu_instance_id=gi,
-                    compute_instance_id=ci,
-                    memory_total_mib=int(memory.group(2)) if memory else None,
+                capture.mig_devices.append(
+                    MigDevice(
+                        gpu_index=gpu,
+                        device_index=dev,
+                        gpu_instance_id=gi,
+                        compute_instance_id=ci,
+                        memory_total_mib=int(memory.group(2)) if memory else None,
+                    )
                 )
-                capture.mig_devices.append(mig)
     if not capture.gpus and capture.driver_version is None:
         raise NvidiaSmiError("no GPU rows found in the nvidia-smi table", reason="unrecognised", output=text)
     return capture
@@ -1019,10 +1019,13 @@ def merge_captures(captures: Sequence[Capture]) -> GpuFacts:
     for capture in captures:
         facts.warnings.extend(w for w in capture.warnings if w not in facts.warnings)
 
-    counts = {c.kind: len(c.gpus) for c in ordered}
-    if len(set(counts.values())) > 1:
-        raise _inconsistent("GPU counts " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    facts.count = next(iter(counts.values()))
+    counts = [(c.kind, len(c.gpus)) for c in ordered]
+    if len({n for _k, n in counts}) > 1:
+        raise _inconsistent("GPU counts " + ", ".join(f"{k}={n}" for k, n in counts))
+    indexes = [(c.kind, sorted(g.index for g in c.gpus)) for c in ordered]
+    if len({tuple(i) for _k, i in indexes}) > 1:
+        raise _inconsistent("GPU indexes " + ", ".join(f"{k}={i}" for k, i in indexes))
+    facts.count = counts[0][1]
 
     drivers = {c.driver_version for c in ordered if c.driver_version}
     if len(drivers) > 1:

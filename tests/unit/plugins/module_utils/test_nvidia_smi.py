@@ -287,6 +287,22 @@ def test_sources_from_different_hosts_are_refused(names, message):
     assert info.value.reason == "inconsistent"
 
 
+def test_two_captures_of_one_kind_with_different_counts_are_refused():
+    with pytest.raises(ns.NvidiaSmiError, match="GPU counts table=8, table=4"):
+        ns.facts_from_texts(
+            [
+                fixture_text("h100-sxm-80gbx8_table_thamada-nvsim.txt"),
+                fixture_text("a100-sxm4-80gbx4_table_thamada-nvsim.txt"),
+            ]
+        )
+
+
+def test_different_gpu_indexes_are_refused():
+    listing = "GPU 4: NVIDIA B200 (UUID: GPU-aaaaaaaa-0000-0000-0000-000000000004)\n"
+    with pytest.raises(ns.NvidiaSmiError, match="GPU indexes"):
+        ns.facts_from_texts([listing, fixture_text("h200x1_topo-ansi_nvidia-gpu-exporter.txt")])
+
+
 def test_bus_id_conflict_is_refused():
     table = fixture_text("h100-sxm-80gbx8_table_thamada-nvsim.txt")
     other = fixture_text("h100-sxm-80gbx8_table_modal-gpu-glossary.txt").replace("550.90.07", "565.57.01")
