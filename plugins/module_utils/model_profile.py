@@ -862,58 +862,70 @@ def resolve_profile(
 ) -> ModelProfile:
     """Find ``name`` among the user's profiles (inventory) and the shipped ones, follow ``extends``.
 
-    ``name`` may also be a model id (``MiniMaxAI/MiniMax-M2``) or a hub id. User profiles win.
+    ``name`` is a profile name (any case) or, failing that, a model id (``MiniMaxAI/MiniMax-M2``)
+    or hub id. User profiles win. ``extends`` names a profile by its name only; an inventory
+    profile that extends its own name starts from the shipped profile of that name.
     """
     user = user or {}
     if not isinstance(user, dict):
         raise ProfileError("llmfleet_model_profiles must be a mapping of profile name to profile")
     sources = sources or {}
+    inventory = "inventory llmfleet_model_profiles"
 
-    def lookup(wanted: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], str]:
-        if wanted in chain:
-            raise ProfileError(f"model profile {wanted}: 'extends' loops ({' -> '.join((*chain, wanted))})")
-        key = _find_key(wanted, user)
-        if key is not None:
-            data = user[key]
-            if not isinstance(data, dict):
-                raise ProfileError(f"model profile {key} (inventory): expected a mapping")
-            data = {"name": key, **data}
-            source = "inventory llmfleet_model_profiles"
-        else:
-            key = _find_key(wanted, shipped)
-            if key is None:
-                known = sorted(set(shipped) | set(user))
-                raise ProfileError(
-                    f"no model profile named {wanted!r}; known profiles: {', '.join(known)}. "
-                    "Add your own under llmfleet_model_profiles in the inventory (see docs/planning.md)"
-                )
-            data = shipped[key]
-            source = sources.get(key, "collection models/")
+    def find(wanted: str, by_id: bool, shipped_only: bool = False) -> tuple[str, dict[str, Any], str] | None:
+        stores = ((shipped, None),) if shipped_only else ((user, inventory), (shipped, None))
+        finders = (_find_name, _find_id) if by_id else (_find_name,)
+        for finder in finders:
+            for profiles, source in stores:
+                key = finder(wanted, profiles)
+                if key is not None:
+                    data = profiles[key]
+                    if not isinstance(data, dict):
+                        raise ProfileError(
+                            f"model profile {key} ({source or 'collection'}): expected a mapping"
+                        )
+                    return key, data, source or sources.get(key, "collection models/")
+        return None
+
+    def load(
+        wanted: str, chain: tuple[str, ...], by_id: bool, shipped_only: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        found = find(wanted, by_id, shipped_only)
+        if found is None:
+            known = sorted(set(shipped) | set(user))
+            raise ProfileError(
+                f"no model profile named {wanted!r}; known profiles: {', '.join(known)}. "
+                "Add your own under llmfleet_model_profiles in the inventory (see docs/planning.md)"
+            )
+        key, data, source = found
+        link = f"{source}:{key}"
+        if link in chain:
+            names = [c.split(":", 1)[1] for c in (*chain, link)]
+            raise ProfileError(f"model profile {key}: 'extends' loops ({' -> '.join(names)})")
         parent = data.get("extends")
         if parent:
-            # an inventory profile may extend the shipped profile of the same name
-            if parent == key and source.startswith("inventory"):
-                base_key = _find_key(parent, shipped)
-                if base_key is None:
-                    raise ProfileError(f"model profile {key}: extends unknown shipped profile {parent!r}")
-                base = shipped[base_key]
-            else:
-                base, _ = lookup(str(parent), (*chain, wanted))
+            parent = str(parent)
+            own_name = source == inventory and _find_name(parent, {key: data}) is not None
+            base, _ = load(parent, (*chain, link), by_id=False, shipped_only=own_name)
             data = merge_profile(base, data)
-            data["name"] = key
-        return data, source
+        return {**data, "name": key}, source
 
-    data, source = lookup(name, ())
+    data, source = load(name, (), by_id=True)
     return profile_from_dict(data, source=source)
 
 
-def _find_key(wanted: str, profiles: dict[str, dict[str, Any]]) -> str | None:
+def _find_name(wanted: str, profiles: dict[str, dict[str, Any]]) -> str | None:
     if wanted in profiles:
         return wanted
     low = wanted.lower()
     for key in profiles:
         if key.lower() == low:
             return key
+    return None
+
+
+def _find_id(wanted: str, profiles: dict[str, dict[str, Any]]) -> str | None:
+    low = wanted.lower()
     for key, data in profiles.items():
         if not isinstance(data, dict):
             continue

@@ -227,3 +227,21 @@ def test_collect_keeps_hosts_without_a_plan():
         assert missing["fits"] is False and missing["reason_codes"] == ["no_plan"] and missing["reasons"]
         assert missing["vllm_args"] == [] and missing["gpu_count"] == 0
     assert plans[1]["model"] == "minimax-m2"
+
+
+def test_the_profile_example_in_the_docs_is_valid():
+    import re
+
+    import yaml
+
+    text = (REPO / "docs" / "planning.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "llmfleet_model_profiles:" in b)
+    inventory = yaml.safe_load(block)
+    user = inventory["llmfleet_model_profiles"]
+    big = model_profile(inventory["llmfleet_model"], user)
+    assert big["num_layers"] == 64 and "weights_bytes" in big["derived_from_config"]
+    assert 60 < big["weights_gib"] < 62  # 32.8B bfloat16 parameters
+    short = model_profile("minimax-m2-short", user)
+    assert short["reasoning_parser"] == "minimax_m2" and short["max_model_len"] == 131072
+    plan = vllm_plan(capture_facts("h100-sxm-80gbx8_table_modal-gpu-glossary.txt"), big, {}, host="q")
+    assert plan["fits"] is True

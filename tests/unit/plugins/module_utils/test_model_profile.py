@@ -334,3 +334,13 @@ def test_extends_loops_and_unknown_parents_are_refused():
         resolve_profile("c", shipped(), {"c": {"extends": "nothing"}})
     with pytest.raises(ProfileError, match="mapping"):
         resolve_profile("x", shipped(), ["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def test_extends_names_a_profile_not_a_model_id():
+    # served_model_name "minimax-m2" must not make `extends: minimax-m2` point back at itself
+    user = {"m2-alias": {"extends": "minimax-m2", "served_model_name": "minimax-m2"}}
+    alias = resolve_profile("m2-alias", shipped(), user)
+    assert alias.name == "m2-alias" and alias.num_layers == 62 and alias.served_model_name == "minimax-m2"
+    # a plain lookup by that served name still prefers the profile of that name
+    assert resolve_profile("minimax-m2", shipped(), user).name == "minimax-m2"
+    assert resolve_profile("MiniMaxAI/MiniMax-M2", shipped(), {}).name == "minimax-m2"
