@@ -116,6 +116,11 @@ DIAG_CUT_OFF_THINKING = (
     "the answer was cut off (finish_reason=length) while the model was still thinking: raise `max_tokens`"
 )
 DIAG_EMPTY = "the model generated no text; check the chat template and the model files"
+DIAG_ONLY_REASONING = (
+    "`content` is empty and the whole output went to `reasoning`: the reasoning parser did not find the "
+    "end of the thinking (`</think>`), or the model answered only with a tool call, which vLLM's tool "
+    "parser drops from `content` when the request offers no tools"
+)
 DIAG_NO_USAGE = "the response carries no token usage: an OpenAI-compatible server must report it"
 DIAG_REASONING_RAW = (
     "`</think>` came back in `content` without `<think>`: the server runs without `--reasoning-parser`; "
@@ -353,10 +358,8 @@ def evaluate_reasoning(message: Any, expected: str | None) -> tuple[str, dict[st
     return seen, details
 
 
-def evaluate_text_answer(
-    text: str | None, usage: Any, finish_reason: str | None, reasoning: str | None
-) -> dict:
-    """Details of a completion/chat answer; CheckFailed when it is empty or lacks token usage."""
+def answer_details(text: str | None, usage: Any, finish_reason: str | None, reasoning: str | None) -> dict:
+    """What a completion/chat answer looked like, for the report."""
     details: dict[str, Any] = {
         "text_excerpt": excerpt(text),
         "finish_reason": finish_reason,
@@ -364,10 +367,22 @@ def evaluate_text_answer(
     }
     if reasoning:
         details["reasoning_excerpt"] = excerpt(reasoning)
+    return details
+
+
+def evaluate_text_answer(
+    text: str | None, usage: Any, finish_reason: str | None, reasoning: str | None
+) -> dict[str, Any]:
+    """Details of a completion/chat answer; CheckFailed when it is empty or lacks token usage."""
+    details = answer_details(text, usage, finish_reason, reasoning)
     if not (text or "").strip():
         if reasoning and finish_reason == "length":
             raise CheckFailed(
                 "empty answer: only reasoning, cut off at max_tokens", DIAG_CUT_OFF_THINKING, details
+            )
+        if reasoning:
+            raise CheckFailed(
+                "empty answer: the whole output is in `reasoning`", DIAG_ONLY_REASONING, details
             )
         raise CheckFailed("empty answer", DIAG_EMPTY, details)
     if usage is None:
@@ -515,14 +530,13 @@ class StreamTrace:
     finish_reason: str | None = None
 
 
-# Below this mean gap between output chunks no decoder is generating: the chunks were held back and
-# delivered together (a buffering proxy).
-BUFFERED_GAP_S = 0.0002
-BUFFERED_MIN_CHUNKS = 5
-
-
 def evaluate_stream(trace: StreamTrace) -> dict[str, Any]:
-    """Streaming figures (TTFT, tokens/s, chunks); CheckFailed unless output arrived incrementally."""
+    """Streaming figures (TTFT, tokens/s, chunks); CheckFailed unless the output came in several chunks.
+
+    Arrival times are reported but not judged: a fast decoder (a small model, or a server that got
+    ahead of the client) legitimately delivers many chunks within a millisecond, which timing alone
+    cannot tell from a proxy that held them back.
+    """
     n = len(trace.arrivals)
     total = trace.ended - trace.started
     tokens = trace.completion_tokens if trace.completion_tokens is not None else n
@@ -555,12 +569,6 @@ def evaluate_stream(trace: StreamTrace) -> dict[str, Any]:
             "stream (a proxy without streaming support), or the server does not stream"
         )
         raise CheckFailed("not incremental: the answer arrived in 1 chunk", diagnosis, details)
-    if n >= BUFFERED_MIN_CHUNKS and (trace.arrivals[-1] - trace.arrivals[0]) / (n - 1) < BUFFERED_GAP_S:
-        raise CheckFailed(
-            f"not incremental: {n} chunks arrived at once after {details['ttft_s']} s",
-            "something between client and server buffers the stream (a proxy without streaming support)",
-            details,
-        )
     return details
 
 
@@ -812,7 +820,8 @@ def check_sampling(client: Any, opts: CheckOptions) -> dict[str, Any]:
     kwargs, extra = split_sampling(sampling)
     response = _chat(client, opts, CHAT_PROMPT, sampling=sampling)
     choice = response.choices[0]
-    details = evaluate_text_answer(
+    # Accepted is what this check proves; whether the answer is any good is the chat check's business.
+    details = answer_details(
         choice.message.content, response.usage, choice.finish_reason, message_reasoning(choice.message)
     )
     details.update(sent=kwargs, extra_body=extra)

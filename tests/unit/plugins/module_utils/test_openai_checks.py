@@ -415,6 +415,14 @@ def test_evaluate_text_answer_cut_off_while_thinking_says_raise_max_tokens():
     assert info.value.diagnosis == oc.DIAG_CUT_OFF_THINKING
 
 
+def test_evaluate_text_answer_only_reasoning_says_where_the_answer_went():
+    """As vLLM 0.32 answers with the minimax_m2 parsers when the model's answer is a tool call."""
+    with pytest.raises(oc.CheckFailed, match="whole output is in `reasoning`") as info:
+        oc.evaluate_text_answer(None, chat_response().usage, "stop", "I will call the weather tool.")
+    assert info.value.diagnosis == oc.DIAG_ONLY_REASONING
+    assert info.value.details["reasoning_excerpt"] == "I will call the weather tool."
+
+
 def test_evaluate_text_answer_without_usage_fails():
     with pytest.raises(oc.CheckFailed, match="no token usage") as info:
         oc.evaluate_text_answer("Hello", None, "stop", None)
@@ -461,11 +469,16 @@ def test_evaluate_stream_single_token_asks_for_more_tokens():
     assert "max_tokens" in info.value.diagnosis
 
 
-def test_evaluate_stream_chunks_delivered_together_are_not_incremental():
-    arrivals = [5.0 + i * 0.00001 for i in range(20)]
-    trace = oc.StreamTrace(started=0.0, ended=5.001, arrivals=arrivals, chunks_total=22, text="x" * 20)
-    with pytest.raises(oc.CheckFailed, match=r"20 chunks arrived at once after 5\.0 s"):
-        oc.evaluate_stream(trace)
+def test_evaluate_stream_fast_chunks_are_incremental():
+    """Real vLLM on CPU delivered the tiny model's 13 chunks within 1.5 ms: that is a stream, not a buffer."""
+    arrivals = [0.0305 + i * 0.000125 for i in range(13)]
+    trace = oc.StreamTrace(started=0.0, ended=0.0341, arrivals=arrivals, chunks_total=16, text="x" * 13)
+    trace.completion_tokens = 14
+    details = oc.evaluate_stream(trace)
+    assert details["chunk_count"] == 13
+    assert details["ttft_s"] == 0.0305
+    assert details["first_to_last_chunk_s"] == 0.0015
+    assert details["decode_tokens_per_s"] == 8666.67
 
 
 def test_evaluate_stream_empty_fails():
@@ -756,6 +769,13 @@ def test_check_sampling_fails_when_top_k_is_ignored():
     assert not result.ok
     assert result.error == f"a request with top_k={oc.INVALID_TOP_K} got 200, expected 400"
     assert "does not reach vLLM's sampler" in result.diagnosis
+
+
+def test_check_sampling_judges_acceptance_not_the_answer():
+    client = FakeClient(chat=lambda kw: _vllm_sampler(kw) if kw["max_tokens"] == 1 else chat_response(None))
+    details = oc.check_sampling(client, opts())
+    assert details["text_excerpt"] is None
+    assert details["invalid_top_k_status"] == 400
 
 
 def test_check_sampling_refused_valid_top_k_fails():
