@@ -697,7 +697,13 @@ def _plan_gpu(
         )
     gpu_name = gpus[0].name
     plan.gpu_name = gpu_name
-    memory_mib = min(g.memory_mib for g in gpus)
+    known = [g.memory_mib for g in gpus if g.memory_mib > 0]
+    memory_mib = min(known) if known else 0
+    if known and len(known) < len(gpus):
+        plan.warnings.append(
+            f"the facts give the memory of only {len(known)} of {len(gpus)} GPUs; assuming "
+            f"{memory_mib:,} MiB for all"
+        )
     plan.gpu_memory_mib = memory_mib
     if memory_mib <= 0 and not all(g.mig for g in gpus):
         return plan.refuse(

@@ -500,6 +500,9 @@ def test_missing_or_unreadable_facts_are_refusals():
         gpu["memory_total_mib"] = None
     plan = plan_vllm(no_memory, M2)
     assert plan.reason_codes == [INVALID_INPUT] and "memory" in plan.reasons[0]
+    no_memory["gpus"][0]["memory_total_mib"] = 81559  # one GPU's memory known: assumed for all
+    partly = plan_vllm(no_memory, M2)
+    assert partly.fits and partly.gpu_memory_mib == 81559 and any("only 1 of 8" in w for w in partly.warnings)
 
 
 def test_extra_args_come_last():
