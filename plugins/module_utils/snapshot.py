@@ -927,7 +927,7 @@ def sync_snapshot(
     request: SnapshotRequest,
     source_factory: Callable[[Path], Source],
     *,
-    free_space: Callable[[Path], tuple[int, str]] = disk_free,
+    free_space: Callable[[Path], tuple[int, str]] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SnapshotResult:
     """Bring ``<models_root>/<org>/<name>/<revision>`` to the requested state; see the module docstring."""
@@ -938,7 +938,7 @@ def sync_snapshot(
     created = _CreatedDirs(root, root / CACHE_DIRNAME)
     source = source_factory(root / CACHE_DIRNAME)
     try:
-        return _sync(request, source, created, free_space, sleep)
+        return _sync(request, source, created, free_space or disk_free, sleep)
     except BaseException:
         # Leave nothing behind when nothing was staged yet (refusals, hub errors before the download).
         if not (root / STAGING_DIRNAME).exists():

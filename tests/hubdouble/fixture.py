@@ -9,6 +9,7 @@ The fixture yields a :class:`HubDouble` serving a fresh temporary root on 127.0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -132,14 +133,20 @@ class HubDouble:
         }
 
 
-@pytest.fixture
-def hub_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubDouble]:
-    root = tmp_path_factory.mktemp("hubroot")
-    double = HubDouble.start_thread(root)
+@contextlib.contextmanager
+def running_double(root: Path, process: bool = False) -> Iterator[HubDouble]:
+    """A double serving ``root`` for the duration of the ``with`` block."""
+    double = HubDouble.start_process(root) if process else HubDouble.start_thread(root)
     try:
         yield double
     finally:
         double.stop()
+
+
+@pytest.fixture
+def hub_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubDouble]:
+    with running_double(tmp_path_factory.mktemp("hubroot")) as double:
+        yield double
 
 
 def hub_env(double: HubDouble, home: Path) -> dict[str, str]:
