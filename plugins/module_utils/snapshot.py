@@ -705,6 +705,8 @@ class SnapshotRequest:
     model: str
     models_root: Path
     revision: str | None = None
+    source: str = "modelscope"
+    endpoint: str | None = None
     allow_patterns: tuple[str, ...] = ()
     ignore_patterns: tuple[str, ...] = ()
     verify_full: bool = False
@@ -923,6 +925,48 @@ class _CreatedDirs:
                     path.rmdir()
 
 
+class LazySource:
+    """Creates the real source on first use: a complete snapshot of a commit needs no hub client at all
+    (no import, no request), so a re-run is fast and works where the client library is missing."""
+
+    def __init__(self, name: str, endpoint: str | None, factory: Callable[[], Source]) -> None:
+        self._name = name
+        self._endpoint = endpoint
+        self._factory = factory
+        self._source: Source | None = None
+
+    @property
+    def created(self) -> bool:
+        return self._source is not None
+
+    def _real(self) -> Source:
+        if self._source is None:
+            self._source = self._factory()
+        return self._source
+
+    @property
+    def name(self) -> str:
+        return self._source.name if self._source is not None else self._name
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._source.endpoint if self._source is not None else self._endpoint
+
+    def default_revision(self) -> str | None:
+        return self._real().default_revision()
+
+    def resolve_revision(self, model: str, revision: str | None) -> ResolvedRevision:
+        if self._name != "local" and revision and is_commit(revision):
+            return ResolvedRevision(revision, revision, True)
+        return self._real().resolve_revision(model, revision)
+
+    def list_files(self, model: str, revision: str) -> list[RemoteFile]:
+        return self._real().list_files(model, revision)
+
+    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> None:
+        self._real().download(model, revision, remote, staging)
+
+
 def sync_snapshot(
     request: SnapshotRequest,
     source_factory: Callable[[Path], Source],
@@ -936,7 +980,7 @@ def sync_snapshot(
     if not root.is_absolute():
         raise RequestError(f"models_root must be an absolute path, got {str(root)!r}")
     created = _CreatedDirs(root, root / CACHE_DIRNAME)
-    source = source_factory(root / CACHE_DIRNAME)
+    source = LazySource(request.source, request.endpoint, lambda: source_factory(root / CACHE_DIRNAME))
     try:
         return _sync(request, source, created, free_space or disk_free, sleep)
     except BaseException:
@@ -948,7 +992,7 @@ def sync_snapshot(
 
 def _sync(
     request: SnapshotRequest,
-    source: Source,
+    source: LazySource,
     created: _CreatedDirs,
     free_space: Callable[[Path], tuple[int, str]],
     sleep: Callable[[float], None],
@@ -980,7 +1024,7 @@ def _sync(
         revision_requested=resolved.requested,
         revision_is_commit=resolved.is_commit,
         source=source.name,
-        endpoint=source.endpoint,
+        endpoint=source.endpoint or (manifest.endpoint if manifest and not source.created else None),
         changed=not plan.complete,
         total_bytes=plan.total_bytes,
         would_download_bytes=plan.to_download,

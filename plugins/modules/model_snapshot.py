@@ -357,6 +357,8 @@ def build_request(params: dict[str, Any], check_mode: bool) -> sn.SnapshotReques
         model=params["model"],
         models_root=params["models_root"],
         revision=params["revision"],
+        source=params["source"],
+        endpoint=params["endpoint"],
         allow_patterns=tuple(params["allow_patterns"]),
         ignore_patterns=tuple(params["ignore_patterns"]),
         verify_full=params["verify"] == "full",

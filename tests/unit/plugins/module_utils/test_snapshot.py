@@ -674,3 +674,17 @@ def test_branch_that_does_not_resolve_is_listed_every_run(tmp_path):
     third = run(tmp_path, source, revision="master")
     assert third.files_fetched == ["config.json"]
     assert (Path(third.path) / "config.json").read_bytes() == source.files["config.json"]
+
+
+def test_complete_snapshot_of_a_commit_needs_no_source_at_all(tmp_path):
+    source = FakeSource(files_of())
+    run(tmp_path, source)
+
+    def no_client(_home: Path) -> FakeSource:
+        raise sn.HubError("missing_library", "huggingface_hub is not installed")
+
+    result = sn.sync_snapshot(request(tmp_path, revision=COMMIT), no_client, free_space=plenty)
+    assert not result.changed and result.listing == "manifest"
+    assert result.endpoint == "http://fake"  # from the manifest
+    with pytest.raises(sn.HubError, match="not installed"):
+        sn.sync_snapshot(request(tmp_path, revision="main"), no_client, free_space=plenty)
