@@ -7,7 +7,7 @@
 set -euo pipefail
 
 UV_VERSION=0.13.9
-HOST_PACKAGES=(debootstrap systemd-container iproute2 rsync openssh-client curl)
+HOST_PACKAGES=(debootstrap systemd-container iproute2 rsync openssh-client curl gnupg)
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache="$repo/.cache"
@@ -63,8 +63,22 @@ find_python() {
   }
 }
 
+# ansible-lint and molecule look in $ANSIBLE_HOME/collections first: point it at this checkout, so
+# that no stale installed copy of the collection shadows the working tree.
+link_collection() {
+  local home="${ANSIBLE_HOME:-$HOME/.ansible}"
+  local link="$home/collections/ansible_collections/llmfleet/serve"
+  mkdir -p "$(dirname "$link")"
+  if [ "$(readlink "$link" 2>/dev/null)" != "$repo" ]; then
+    rm -rf "$link"
+    ln -s "$repo" "$link"
+  fi
+}
+
 install_host_packages
 install_uv
+link_collection
 python=$(find_python)
 UV_PROJECT_ENVIRONMENT="$repo/.venv" "$cache/uv/bin/uv" sync --frozen --quiet --python "$python" --project "$repo"
-log "ready: $repo/.venv ($("$repo/.venv/bin/python" --version), $("$repo/.venv/bin/ansible" --version | head -1))"
+ansible_version=$("$repo/.venv/bin/ansible" --version)
+log "ready: $repo/.venv ($("$repo/.venv/bin/python" --version), ${ansible_version%%$'\n'*})"
