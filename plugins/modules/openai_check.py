@@ -280,7 +280,6 @@ report:
 
 import json
 import os
-import sys
 import tempfile
 from typing import Any
 
@@ -312,8 +311,7 @@ def argument_spec() -> dict[str, Any]:
 
 def openai_missing_message() -> str:
     return (
-        missing_required_lib("openai")
-        + f" The Python running this module is {sys.executable}. Run the task on the controller"
+        missing_required_lib("openai") + ". Run the task on the controller"
         " (delegate_to: localhost, with the controller environment that holds openai), or set"
         " ansible_python_interpreter to the vLLM release environment on the host (its bin/python),"
         " which holds openai because vLLM depends on it. Do not pip-install into the system Python."
