@@ -29,8 +29,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.snapshot import (
+    GIT_HASH_MAX,
     MANIFEST_NAME,
     PARTIAL_SUFFIX,
+    Digest,
+    HashingWriter,
     HubError,
     Manifest,
     RemoteFile,
@@ -201,7 +204,9 @@ class ModelScopeSource:
             return HubError("repo_not_found", f"{where}: model not found ({error.message})", error.status)
         return HubError("revision_not_found", f"{where}: revision not found ({error.message})", error.status)
 
-    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> None:
+    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
+        """The client resumes ``<path>.incomplete`` and checks size and the listing's sha256 itself (it
+        hashes the bytes as it writes them); a file it returns has that sha256."""
         where = _where(self.label, self.endpoint, model, revision) + f" file {remote.path}"
         try:
             self.api.download_file(
@@ -216,6 +221,9 @@ class ModelScopeSource:
             )
         except Exception as exc:
             raise self._error(exc, where, "file") from exc
+        if remote.sha256:
+            return Digest((staging / remote.path).stat().st_size, remote.sha256, None)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -313,7 +321,9 @@ class HuggingFaceSource:
             raise self._error(exc, where) from exc
         return files
 
-    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> None:
+    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
+        """HEAD through the client, then the client's ``http_get`` appends to our partial file through a
+        hashing wrapper, so the digest costs no second read."""
         where = _where(self.label, self.endpoint, model, revision) + f" file {remote.path}"
         target = staging / remote.path
         partial = staging / (remote.path + PARTIAL_SUFFIX)
@@ -336,9 +346,10 @@ class HuggingFaceSource:
             offset = partial.stat().st_size if partial.exists() else 0
             with partial.open("r+b" if offset else "wb") as fh:
                 fh.seek(offset)
+                writer = HashingWriter(fh, partial, offset, remote.size, with_git=bool(remote.git_sha1))
                 self._http_get(
                     location,
-                    fh,
+                    writer,
                     resume_size=offset,
                     headers=headers,
                     expected_size=remote.size,
@@ -347,6 +358,7 @@ class HuggingFaceSource:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(partial, target)
+            return writer.digest()
         except HubError:
             raise
         except Exception as exc:
@@ -429,8 +441,8 @@ class LocalSource:
                 files.append(RemoteFile(rel, path.stat().st_size))
         return files
 
-    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> None:
-        """Copy into ``<path>.incomplete`` from where an earlier copy stopped, then rename."""
+    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
+        """Copy into ``<path>.incomplete`` from where an earlier copy stopped (hashing as it goes), rename."""
         source = self.root / remote.path
         partial = staging / (remote.path + PARTIAL_SUFFIX)
         offset = partial.stat().st_size if partial.exists() else 0
@@ -438,12 +450,15 @@ class LocalSource:
             with source.open("rb") as src, partial.open("r+b" if offset else "wb") as dst:
                 src.seek(offset)
                 dst.seek(offset)
-                shutil.copyfileobj(src, dst, COPY_BLOCK)
+                with_git = bool(remote.git_sha1) or remote.size <= GIT_HASH_MAX
+                writer = HashingWriter(dst, partial, offset, remote.size, with_git=with_git)
+                shutil.copyfileobj(src, writer, COPY_BLOCK)
                 dst.flush()
                 os.fsync(dst.fileno())
         except FileNotFoundError as exc:
             raise HubError("file_not_found", f"local {self.root}: {remote.path} is missing") from exc
         os.replace(partial, staging / remote.path)
+        return writer.digest()
 
 
 # ---------------------------------------------------------------------------------------------------------------

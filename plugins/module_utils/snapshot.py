@@ -45,6 +45,7 @@ PARTIAL_SUFFIX = ".incomplete"
 STAGING_DIRNAME = ".staging"
 CACHE_DIRNAME = ".cache"
 HASH_BLOCK = 8 * 1024 * 1024
+GIT_HASH_MAX = 16 * 1024 * 1024
 DEFAULT_MARGIN = "1G"
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -335,23 +336,94 @@ def disk_free(path: Path) -> tuple[int, str]:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Digest:
+    """What a file hashes to. ``git_sha1`` (the git blob id) is computed for small files and whenever the
+    source gives one to compare with; Hugging Face gives it only for non-LFS files, which are small."""
+
     size: int
     sha256: str
-    git_sha1: str
+    git_sha1: str | None = None
 
 
-def hash_file(path: Path) -> Digest:
-    """sha256 and git blob sha1 (``sha1(b"blob <size>\\0" + content)``) in one read."""
+def _git_header(size: int) -> bytes:
+    return f"blob {size}\0".encode()
+
+
+def hash_file(path: Path, with_git: bool | None = None) -> Digest:
+    """sha256, and the git blob sha1 (``sha1(b"blob <size>\\0" + content)``) when ``with_git`` (default: for
+    files up to GIT_HASH_MAX), in one read."""
     size = path.stat().st_size
+    if with_git is None:
+        with_git = size <= GIT_HASH_MAX
     sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(f"blob {size}\0".encode())
+    sha1 = hashlib.sha1(_git_header(size)) if with_git else None
     read = 0
     with path.open("rb") as fh:
         while block := fh.read(HASH_BLOCK):
             sha256.update(block)
-            sha1.update(block)
+            if sha1 is not None:
+                sha1.update(block)
             read += len(block)
-    return Digest(read, sha256.hexdigest(), sha1.hexdigest())
+    return Digest(read, sha256.hexdigest(), sha1.hexdigest() if sha1 is not None else None)
+
+
+class HashingWriter:
+    """A binary file wrapper that hashes what is written to it, for sources that stream into a partial file.
+
+    It starts at ``offset`` (the partial file's size), hashing that prefix first. A writer that rewinds and
+    truncates (``huggingface_hub.http_get`` does when a server ignores ``Range``) is followed: the hashes are
+    rebuilt from the bytes that remain. ``expected_size`` is needed up front for the git blob header.
+    """
+
+    def __init__(self, fh: Any, path: Path, offset: int, expected_size: int, with_git: bool) -> None:
+        self._fh = fh
+        self._path = path
+        self._expected_size = expected_size
+        self._with_git = with_git
+        self._restart(offset)
+
+    def _restart(self, upto: int) -> None:
+        self._fh.flush()
+        self._sha256 = hashlib.sha256()
+        self._sha1 = hashlib.sha1(_git_header(self._expected_size)) if self._with_git else None
+        self._size = 0
+        if upto:
+            with self._path.open("rb") as prefix:
+                left = upto
+                while left > 0 and (block := prefix.read(min(HASH_BLOCK, left))):
+                    self._update(block)
+                    left -= len(block)
+
+    def _update(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha256.update(data)
+        if self._sha1 is not None:
+            self._sha1.update(data)
+        self._size += len(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        written = self._fh.write(data)
+        self._update(data)
+        return written
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._fh.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        result = self._fh.truncate(size)
+        self._restart(self._fh.tell() if size is None else size)
+        return result
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def digest(self) -> Digest:
+        sha1 = self._sha1.hexdigest() if self._sha1 is not None else None
+        return Digest(self._size, self._sha256.hexdigest(), sha1)
 
 
 def digest_problems(remote: RemoteFile, digest: Digest) -> list[str]:
@@ -361,7 +433,7 @@ def digest_problems(remote: RemoteFile, digest: Digest) -> list[str]:
         problems.append(f"size {digest.size} instead of {remote.size}")
     if remote.sha256 and digest.sha256 != remote.sha256.lower():
         problems.append(f"sha256 {digest.sha256} instead of {remote.sha256}")
-    if remote.git_sha1 and digest.git_sha1 != remote.git_sha1.lower():
+    if remote.git_sha1 and (digest.git_sha1 or "") != remote.git_sha1.lower():
         problems.append(f"git blob sha1 {digest.git_sha1} instead of {remote.git_sha1}")
     return problems
 
@@ -376,7 +448,7 @@ class FileRecord:
     path: str
     size: int
     sha256: str
-    git_sha1: str
+    git_sha1: str | None
     checked_by: str = "sha256"
     mtime_ns: int | None = None
 
@@ -384,7 +456,7 @@ class FileRecord:
         return (
             self.size == remote.size
             and (not remote.sha256 or remote.sha256.lower() == self.sha256)
-            and (not remote.git_sha1 or remote.git_sha1.lower() == self.git_sha1)
+            and (not remote.git_sha1 or remote.git_sha1.lower() == (self.git_sha1 or ""))
         )
 
     def as_remote(self) -> RemoteFile:
@@ -409,7 +481,7 @@ class FileRecord:
             path=str(data["path"]),
             size=int(data["size"]),
             sha256=str(data["sha256"]),
-            git_sha1=str(data["git_sha1"]),
+            git_sha1=str(data["git_sha1"]) if data.get("git_sha1") else None,
             checked_by=str(data.get("checked_by", "size")),
             mtime_ns=int(data["mtime_ns"]) if data.get("mtime_ns") is not None else None,
         )
@@ -693,8 +765,11 @@ class Source(Protocol):
 
     def list_files(self, model: str, revision: str) -> list[RemoteFile]: ...
 
-    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> None:
-        """Leave ``staging/<path>`` complete. Resume from ``staging/<path>.incomplete`` when present."""
+    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
+        """Leave ``staging/<path>`` complete, resuming from ``staging/<path>.incomplete`` when present.
+
+        Return the digest of the file when the source computed it from the bytes it wrote (or its client
+        verified the sha256 given in the listing), else None and the file is hashed afterwards."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -811,7 +886,7 @@ def fetch_one(
         before = _partial_size(partial)
         target.unlink(missing_ok=True)
         try:
-            source.download(model, revision, remote, staging)
+            digest = source.download(model, revision, remote, staging)
         except HubError as exc:
             progress.add_bytes(_partial_size(partial) - before)
             if not exc.retryable:
@@ -823,7 +898,12 @@ def fetch_one(
             raise HubError("client", f"{remote.path}: {exc}") from exc
         st = target.stat()
         progress.add_bytes(st.st_size - before)
-        digest = hash_file(target)
+        if (
+            digest is None
+            or digest.size != st.st_size
+            or (digest.git_sha1 is None and (remote.git_sha1 or st.st_size <= GIT_HASH_MAX))
+        ):
+            digest = hash_file(target, with_git=True if remote.git_sha1 else None)
         problems = digest_problems(remote, digest)
         if not problems:
             os.chmod(target, FILE_MODE)
@@ -963,8 +1043,8 @@ class LazySource:
     def list_files(self, model: str, revision: str) -> list[RemoteFile]:
         return self._real().list_files(model, revision)
 
-    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> None:
-        self._real().download(model, revision, remote, staging)
+    def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
+        return self._real().download(model, revision, remote, staging)
 
 
 def sync_snapshot(

@@ -175,6 +175,48 @@ def test_hash_file_gives_sha256_and_git_blob_sha1(tmp_path):
     assert digest.sha256 == hashlib.sha256(b"hello\n").hexdigest()
     # `git hash-object` of "hello\n"
     assert digest.git_sha1 == "ce013625030ba8dba906f756967f9e9ca394464a"
+    assert sn.hash_file(path, with_git=False).git_sha1 is None
+
+
+def test_hash_file_skips_the_git_id_of_big_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(sn, "GIT_HASH_MAX", 4)
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"hello\n")
+    assert sn.hash_file(path).git_sha1 is None
+    assert sn.hash_file(path, with_git=True).git_sha1 == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_hashing_writer_hashes_prefix_and_writes(tmp_path):
+    data = bytes(range(256)) * 100
+    path = tmp_path / "f.incomplete"
+    path.write_bytes(data[:1000])
+    with path.open("r+b") as fh:
+        fh.seek(1000)
+        writer = sn.HashingWriter(fh, path, 1000, len(data), with_git=True)
+        assert writer.tell() == 1000
+        writer.write(data[1000:20000])
+        writer.write(memoryview(data)[20000:])
+        writer.flush()
+        digest = writer.digest()
+    assert path.read_bytes() == data
+    assert digest == sn.hash_file(path, with_git=True)
+
+
+def test_hashing_writer_follows_a_rewind_and_truncate(tmp_path):
+    """What huggingface_hub's http_get does when a server answers a Range request with the whole file."""
+    data = b"abcdefghij" * 50
+    path = tmp_path / "f.incomplete"
+    path.write_bytes(b"STALE-PREFIX")
+    with path.open("r+b") as fh:
+        fh.seek(12)
+        writer = sn.HashingWriter(fh, path, 12, len(data), with_git=False)
+        writer.seek(max(writer.tell() - 12, 0))
+        writer.truncate()
+        writer.write(data)
+        writer.flush()
+        digest = writer.digest()
+    assert path.read_bytes() == data
+    assert digest == sn.Digest(len(data), hashlib.sha256(data).hexdigest(), None)
 
 
 def test_digest_problems_names_each_difference():
@@ -439,7 +481,7 @@ def test_rerun_changes_nothing_and_reads_no_file(tmp_path, monkeypatch):
     run(tmp_path, source)
     hashed: list[Path] = []
     real_hash = sn.hash_file
-    monkeypatch.setattr(sn, "hash_file", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(sn, "hash_file", lambda p, **kw: hashed.append(p) or real_hash(p, **kw))
     result = run(tmp_path, source, revision=COMMIT)
     assert not result.changed
     assert result.bytes_transferred == 0 and result.would_download_bytes == 0
@@ -617,7 +659,7 @@ def test_staged_files_in_the_journal_are_trusted_by_stat_and_others_rehashed(tmp
     os.utime(staging / "config.json", ns=(1, 1))
     hashed: list[str] = []
     real_hash = sn.hash_file
-    monkeypatch.setattr(sn, "hash_file", lambda p: hashed.append(p.name) or real_hash(p))
+    monkeypatch.setattr(sn, "hash_file", lambda p, **kw: hashed.append(p.name) or real_hash(p, **kw))
     source.calls.clear()
     result = run(tmp_path, source)
     assert [p for p, _ in source.calls] == ["model-00001.safetensors"]
@@ -688,3 +730,47 @@ def test_complete_snapshot_of_a_commit_needs_no_source_at_all(tmp_path):
     assert result.endpoint == "http://fake"  # from the manifest
     with pytest.raises(sn.HubError, match="not installed"):
         sn.sync_snapshot(request(tmp_path, revision="main"), no_client, free_space=plenty)
+
+
+class DigestSource(FakeSource):
+    """A source that reports the digest of what it wrote (as the hub adapters do)."""
+
+    def __init__(self, files: dict[str, bytes], lie: set[str] = frozenset()) -> None:
+        super().__init__(files)
+        self.lie = set(lie)
+
+    def download(self, model, revision, remote, staging):
+        super().download(model, revision, remote, staging)
+        data = self.files[remote.path]
+        sha256 = hashlib.sha256(data).hexdigest()
+        if remote.path in self.lie:
+            self.lie.discard(remote.path)
+            sha256 = "0" * 64
+        return sn.Digest(len(data), sha256, None)
+
+
+def test_a_source_digest_spares_reading_big_files_but_small_ones_are_still_hashed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sn, "GIT_HASH_MAX", 100)
+    source = DigestSource(files_of(n=2, size=5000))
+    hashed: list[str] = []
+    real_hash = sn.hash_file
+    monkeypatch.setattr(sn, "hash_file", lambda p, **kw: hashed.append(p.name) or real_hash(p, **kw))
+    result = run(tmp_path, source)
+    assert hashed == ["config.json"]  # small: hashed for its git blob id; shards: the source's digest
+    manifest = sn.read_manifest(Path(result.path))
+    assert manifest is not None
+    records = manifest.by_path()
+    assert records["config.json"].git_sha1 is not None
+    assert records["model-00000.safetensors"].git_sha1 is None
+    assert (
+        records["model-00000.safetensors"].sha256
+        == hashlib.sha256(source.files["model-00000.safetensors"]).hexdigest()
+    )
+
+
+def test_a_source_digest_that_disagrees_with_the_listing_means_fetch_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(sn, "GIT_HASH_MAX", 100)
+    source = DigestSource(files_of(n=1, size=5000), lie={"model-00000.safetensors"})
+    result = run(tmp_path, source)
+    assert [p for p, _ in source.calls].count("model-00000.safetensors") == 2
+    assert result.files_fetched == ["config.json", "model-00000.safetensors"]
