@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Makes C(<models_root>/<org>/<name>/<revision>/) hold the files of O(model) at O(revision), as listed by
     the source and filtered by O(allow_patterns) and O(ignore_patterns), with a manifest
-    C(.llmfleet-manifest.json) that records every file's size, sha256 and git blob sha1.
+    C(.llmfleet-manifest.json) that records every file's size and sha256 (and the git blob sha1 of small files).
   - The hub protocol is spoken by the official clients, C(modelscope) (its C(modelscope_hub) engine) and
     C(huggingface_hub); see the requirements.
   - A branch or tag is resolved to a commit, and the snapshot directory is named after the commit
