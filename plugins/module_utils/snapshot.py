@@ -1062,7 +1062,10 @@ def sync_snapshot(
     created = _CreatedDirs(root, root / CACHE_DIRNAME)
     source = LazySource(request.source, request.endpoint, lambda: source_factory(root / CACHE_DIRNAME))
     try:
-        return _sync(request, source, created, free_space or disk_free, sleep)
+        result = _sync(request, source, created, free_space or disk_free, sleep)
+        if request.check_mode:
+            created.remove()  # a client may have written its state while resolving or listing
+        return result
     except BaseException:
         # Leave nothing behind when nothing was staged yet (refusals, hub errors before the download).
         if not (root / STAGING_DIRNAME).exists():
@@ -1133,7 +1136,6 @@ def _sync(
             path=space.where,
         )
     if request.check_mode:
-        created.remove()
         return result
 
     layout.staging.mkdir(parents=True, exist_ok=True)
