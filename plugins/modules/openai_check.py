@@ -151,6 +151,12 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Read the service's last journal lines on the host (shown if the endpoint is down)
+  ansible.builtin.command: journalctl -u vllm.service -n 30 --no-pager
+  register: vllm_journal
+  changed_when: false
+  check_mode: false
+
 - name: Verify the endpoint from the controller and keep the report
   llmfleet.serve.openai_check:
     base_url: "http://{{ ansible_host }}:8000/v1"
@@ -158,7 +164,7 @@ EXAMPLES = r"""
     model: MiniMax-M2
     sampling: {temperature: 1.0, top_p: 0.95, top_k: 20}
     expect_reasoning_parser: minimax_m2_append_think
-    journal_lines: "{{ _vllm_journal.stdout_lines | default(omit) }}"
+    journal_lines: "{{ vllm_journal.stdout_lines }}"
     report_path: "{{ playbook_dir }}/reports/{{ inventory_hostname }}-openai-check.json"
   delegate_to: localhost
 
@@ -228,51 +234,60 @@ report:
       type: dict
       returned: when gathered
   sample:
+    # vLLM 0.32 (CPU build) serving the lab's scripted tiny model with the reference flags; shortened.
     ok: true
-    base_url: http://10.0.0.5:8000/v1
-    model: MiniMax-M2
+    base_url: http://127.0.0.1:18105/v1
+    model: llmfleet/tiny
     checks_run: [models, completion, chat, streaming, tool_call, reasoning, auth, sampling]
     failed: []
     reasoning_parser: minimax_m2_append_think
-    duration_s: 4.71
+    duration_s: 0.507
     checks:
       models:
         ok: true
         skipped: false
-        latency_s: 0.0132
-        details: {served: [MiniMax-M2], max_model_len: 196608, root: /srv/models/MiniMax-M2, owned_by: vllm}
+        latency_s: 0.0316
+        details: {served: [llmfleet/tiny], max_model_len: 1024, root: /tmp/oc/tiny, owned_by: vllm}
         error: null
         error_kind: null
         diagnosis: null
       streaming:
         ok: true
         skipped: false
-        latency_s: 1.2034
+        latency_s: 0.0746
         details:
-          chunk_count: 57
-          chunks_total: 59
-          completion_tokens: 57
+          chunk_count: 13
+          chunks_total: 16
+          completion_tokens: 14
           tokens_counted_from: usage
-          ttft_s: 0.0921
-          total_s: 1.2031
-          tokens_per_s: 47.38
-          decode_tokens_per_s: 50.35
-          first_to_last_chunk_s: 1.1122
+          ttft_s: 0.0607
+          total_s: 0.0745
+          tokens_per_s: 187.9
+          decode_tokens_per_s: 1129.84
+          first_to_last_chunk_s: 0.0115
           finish_reason: stop
-          text_excerpt: "<think>\nThe user wants a short greeting.\n</think>\n\nHello there!"
+          text_excerpt: "<think>The user asks for the weather in San Francisco. I will call the weather tool.</think>..."
         error: null
         error_kind: null
         diagnosis: null
       tool_call:
         ok: true
         skipped: false
-        latency_s: 0.8812
+        latency_s: 0.093
         details:
           tool: get_weather
           finish_reason: tool_calls
           calls: [{name: get_weather, arguments: '{"location": "San Francisco, CA", "unit": "celsius"}'}]
           arguments: {location: San Francisco, CA, unit: celsius}
           schema_errors: []
+        error: null
+        error_kind: null
+        diagnosis: null
+      auth:
+        ok: true
+        skipped: false
+        latency_s: 0.0086
+        details: {key_configured: true, statuses: {no_key: 401, configured_key: 200, wrong_key: 401}, enforced: true}
         error: null
         error_kind: null
         diagnosis: null
