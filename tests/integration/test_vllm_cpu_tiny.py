@@ -160,14 +160,25 @@ def test_tokenizer_loads_offline_with_transformers(model_dir, script):
     assert out["n"] < 128
 
 
-class TestWithMiniMaxParsers:
-    @pytest.fixture(scope="class")
-    def server(self, model_dir, tmp_path_factory):
-        yield from run_server(model_dir, tmp_path_factory.mktemp("server"))
+@pytest.fixture(scope="class")
+def minimax_server(model_dir, tmp_path_factory):
+    """MiniMax-M2's flags; stopped when the class that uses it is done."""
+    yield from run_server(model_dir, tmp_path_factory.mktemp("server"))
 
-    def test_health_version_and_models(self, server, record_property):
-        base, seconds = server
-        record_property("seconds_to_healthy", round(seconds, 1))
+
+@pytest.fixture(scope="class")
+def plain_server(model_dir, tmp_path_factory):
+    """No --tool-call-parser (the reasoning parser stays)."""
+    yield from run_server(model_dir, tmp_path_factory.mktemp("server-noparser"), tool_parser=None)
+
+
+class TestWithMiniMaxParsers:
+    @pytest.fixture
+    def server(self, minimax_server):
+        return minimax_server
+
+    def test_health_version_and_models(self, server):
+        base, _ = server
         with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
             assert response.status == 200
             assert response.read() == b""
@@ -235,9 +246,9 @@ class TestWithMiniMaxParsers:
 
 
 class TestWithoutToolParser:
-    @pytest.fixture(scope="class")
-    def server(self, model_dir, tmp_path_factory):
-        yield from run_server(model_dir, tmp_path_factory.mktemp("server-noparser"), tool_parser=None)
+    @pytest.fixture
+    def server(self, plain_server):
+        return plain_server
 
     def test_tool_call_xml_comes_back_in_content(self, server, script):
         answer = client(server[0]).chat.completions.create(
