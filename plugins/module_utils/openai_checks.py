@@ -585,6 +585,7 @@ def evaluate_auth(api_key: str | None, outcomes: Mapping[str, int]) -> dict[str,
         if outcomes.get("no_key") == 401:
             raise CheckFailed("401 without a key", DIAG_KEY_REQUIRED, details)
         details["enforced"] = False
+        details["note"] = "no api_key given: nothing to enforce; the endpoint answers without a key"
         return details
     if outcomes.get("configured_key") == 401:
         raise CheckFailed("the configured key is refused (401)", DIAG_KEY_REFUSED, details)
@@ -604,25 +605,14 @@ def evaluate_auth(api_key: str | None, outcomes: Mapping[str, int]) -> dict[str,
 # --- errors -------------------------------------------------------------------------------------
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = {id(exc)}
-    while True:
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None or id(nxt) in seen:
-            return exc
-        seen.add(id(nxt))
-        exc = nxt
-
-
-def _is_refused(exc: BaseException) -> bool:
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first (httpx wraps the socket error a few levels down)."""
+    chain: list[BaseException] = []
     cur: BaseException | None = exc
-    seen: set[int] = set()
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or "Connection refused" in str(cur):
-            return True
+    while cur is not None and all(cur is not seen for seen in chain):
+        chain.append(cur)
         cur = cur.__cause__ or cur.__context__
-    return False
+    return chain
 
 
 def api_error_message(exc: Any) -> str:
@@ -641,6 +631,15 @@ def api_error_message(exc: Any) -> str:
     return str(exc)
 
 
+def diagnose_served_name(model: str, served: list[str] | None) -> str:
+    """The diagnosis for a model name the server does not serve, naming those it does."""
+    listed = "(the served models could not be listed)" if served is None else ", ".join(served) or "nothing"
+    return (
+        f"the served name differs from the one asked ({model!r}); the server serves: {listed}. "
+        "Set `model` to the served name, or `--served-model-name` on the server"
+    )
+
+
 def served_model_ids(client: Any) -> list[str]:
     return [m.id for m in client.models.list().data]
 
@@ -654,9 +653,9 @@ def describe_error(
     if isinstance(exc, openai.APITimeoutError):
         return "timeout", f"no answer within {opts.timeout} s", DIAG_TIMEOUT
     if isinstance(exc, openai.APIConnectionError):
-        cause = _root_cause(exc)
-        error = f"cannot connect to {opts.base_url}: {cause}"
-        if _is_refused(exc):
+        chain = _exception_chain(exc)
+        error = f"cannot connect to {opts.base_url}: {chain[-1]}"
+        if any(isinstance(e, ConnectionRefusedError) or "Connection refused" in str(e) for e in chain):
             return "connection_refused", error, DIAG_CONNECTION_REFUSED
         return "connection_error", error, DIAG_CONNECT_ERROR
     if not isinstance(exc, openai.APIStatusError):
@@ -668,13 +667,7 @@ def describe_error(
         return "unauthorized", error, DIAG_KEY_REFUSED if opts.api_key else DIAG_KEY_REQUIRED
     if status == 404:
         if "model" in message.lower() or opts.model in message:
-            names = served_names()
-            listed = ", ".join(names) if names else "(could not list the served models)"
-            diagnosis = (
-                f"the served name differs from the one asked ({opts.model!r}); the server serves: {listed}. "
-                "Set `model` to the served name, or `--served-model-name` on the server"
-            )
-            return "model_not_found", error, diagnosis
+            return "model_not_found", error, diagnose_served_name(opts.model, served_names())
         return "not_found", error, DIAG_PATH_NOT_FOUND
     if status == 400:
         low = message.lower()
@@ -701,8 +694,7 @@ def check_models(client: Any, opts: CheckOptions) -> dict[str, Any]:
     if match is None:
         raise CheckFailed(
             f"{opts.model!r} is not among the served models: {ids}",
-            f"the served name differs from the one asked: the server serves {', '.join(ids) or 'nothing'}; "
-            "set `model` to the served name, or `--served-model-name` on the server",
+            diagnose_served_name(opts.model, ids),
             details,
         )
     for extra in ("max_model_len", "root", "owned_by"):
@@ -873,9 +865,7 @@ def run_check(
 
         kind, error, diagnosis = describe_error(exc, opts, names)
         return CheckResult(name, False, latency, {}, error, diagnosis, error_kind=kind)
-    skipped = name == "auth" and opts.api_key is None
-    if skipped:
-        details["note"] = "no api_key given: nothing to enforce; the endpoint answers without a key"
+    skipped = name == "auth" and opts.api_key is None  # nothing to enforce
     return CheckResult(name, True, clock() - started, details, skipped=skipped)
 
 

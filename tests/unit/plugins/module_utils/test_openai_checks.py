@@ -639,6 +639,11 @@ def test_404_model_lists_served_names():
     assert "the server serves: MiniMax-M2" in diagnosis
 
 
+def test_404_model_when_the_names_cannot_be_listed():
+    _, _, diagnosis = oc.describe_error(vllm_not_found("minimax-m2"), opts(), lambda: None)
+    assert "the server serves: (the served models could not be listed)." in diagnosis
+
+
 def test_404_path_means_wrong_base_url():
     kind, _, diagnosis = oc.describe_error(status_error(404, {"detail": "Not Found"}), opts(), lambda: [])
     assert (kind, diagnosis) == ("not_found", oc.DIAG_PATH_NOT_FOUND)
@@ -679,7 +684,8 @@ def test_check_models_wrong_served_name_lists_names():
     result = oc.run_check("models", FakeClient(models=models_response("minimax", "other")), opts())
     assert not result.ok
     assert result.error == "'MiniMax-M2' is not among the served models: ['minimax', 'other']"
-    assert "the server serves minimax, other" in result.diagnosis
+    assert result.diagnosis == oc.diagnose_served_name("MiniMax-M2", ["minimax", "other"])
+    assert "the server serves: minimax, other." in result.diagnosis
 
 
 def test_check_completion_ok_and_request():
