@@ -841,14 +841,15 @@ def snapshot_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = path.open("a+")
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise LockedError(
-                    f"another run is working on this snapshot (lock {path} is held); wait for it to finish"
-                ) from exc
-            raise
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        fh.close()
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise LockedError(
+                f"another run is working on this snapshot (lock {path} is held); wait for it to finish"
+            ) from exc
+        raise
+    try:
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -690,10 +690,14 @@ def test_foreign_directory_without_manifest_is_refused(tmp_path):
     assert (final / "config.json").read_text() == "{}"
 
 
-def test_concurrent_run_is_refused(tmp_path):
+def test_concurrent_run_is_refused_and_the_lock_stays_with_its_holder(tmp_path):
     layout = sn.layout_for(tmp_path, MODEL, COMMIT)
-    with sn.snapshot_lock(layout.lock), pytest.raises(sn.LockedError, match="another run"):
-        run(tmp_path, FakeSource(files_of()))
+    with sn.snapshot_lock(layout.lock):
+        with pytest.raises(sn.LockedError, match="another run"):
+            run(tmp_path, FakeSource(files_of()))
+        assert layout.lock.exists()
+    assert not layout.lock.exists()
+    assert not run(tmp_path, FakeSource(files_of())).files_removed
 
 
 def test_unverifiable_files_are_reported(tmp_path):
