@@ -441,3 +441,26 @@ def test_through_ansible_cli(hub_double, repo, tmp_path):
     assert second.returncode == 0 and "localhost | SUCCESS" in second.stdout, second.stdout + second.stderr
     assert '"bytes_transferred": 0' in second.stdout
     assert sorted(p.name for p in home.iterdir()) == []  # the clients wrote nothing to the home directory
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_scripted_tiny_model_arrives_loadable(source, hub_double, tmp_path, capsys):
+    """The lab's scripted tiny model (what the test fleet serves with vLLM), through the double."""
+    served = hub_double.root / "llmfleet" / "tiny-minimax-m2" / "main"
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "lab" / "tinymodel" / "build.py"), "--out", str(served)],
+        check=True,
+        capture_output=True,
+    )
+    result = run_module(
+        dict(args_for(hub_double, source, tmp_path), model="llmfleet/tiny-minimax-m2"), capsys
+    )
+    assert result["changed"] is True
+    assert snapshot_files(result["path"]) == repo_files(served)
+    assert result["files_unverified"] == []
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(Path(result["path"]) / "model.safetensors"))
+    assert "lm_head.weight" in tensors
+    script = json.loads((Path(result["path"]) / "llmfleet_script.json").read_text())
+    assert script["tool_call"]["name"] == "get_weather"
