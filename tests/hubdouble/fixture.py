@@ -41,8 +41,8 @@ class HubDouble:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     @classmethod
-    def start_thread(cls, root: Path, host: str = "127.0.0.1") -> HubDouble:
-        server = HubDoubleServer((host, 0), root)
+    def start_thread(cls, root: Path, host: str = "127.0.0.1", cdn_url: str | None = None) -> HubDouble:
+        server = HubDoubleServer((host, 0), root, cdn_url=cdn_url)
         double = cls(server.url, root)
         double._server = server
         double._thread = threading.Thread(

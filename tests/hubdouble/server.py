@@ -537,9 +537,11 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # -- content ---------------------------------------------------------------------------------------------
     def _cdn_base(self) -> str:
+        host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        if self.server.cdn_url == "same-origin":
+            return f"http://{host}"
         if self.server.cdn_url:
             return self.server.cdn_url.rstrip("/")
-        host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
         hostname, _, port = host.rpartition(":") if ":" in host else (host, "", "")
         swapped = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(hostname, hostname)
         return f"http://{swapped}:{port}" if port else f"http://{swapped}"
@@ -918,7 +920,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--cdn-url", help="base URL of the CDN redirects (default: the other loopback name)")
+    parser.add_argument(
+        "--cdn-url",
+        help="base URL of the CDN redirects, or 'same-origin' (default: the other loopback name, 127.0.0.1 <-> localhost)",
+    )
     parser.add_argument("--faults", help="JSON list of faults, or @file")
     parser.add_argument("--tokens", help='JSON {"org/name": "token"} of repos that need a token, or @file')
     parser.add_argument("--config", help='JSON {"faults": [...], "tokens": {...}}, or @file')

@@ -359,3 +359,18 @@ def test_runs_as_a_process_with_faults_from_the_command_line(tmp_path):
         assert status == 200 and body == (tmp_path / "acme" / "tiny" / "main" / "config.json").read_bytes()
     finally:
         double.stop()
+
+
+def test_same_origin_cdn_works_for_hosts_that_reach_the_double_by_one_address(tmp_path):
+    """Test hosts in other network namespaces reach the double by one address (``--cdn-url same-origin``).
+    CDN answers carry X-Repo-Commit and X-Linked-*, which huggingface_hub then reads after its redirect."""
+    make_model_repo(tmp_path / "root", REPO, "master", shards=1, shard_size=1024 * 1024)
+    double = HubDouble.start_thread(tmp_path / "root", cdn_url="same-origin")
+    try:
+        out = hf_download(double, tmp_path)
+        assert files_of(out) == files_of(tmp_path / "root" / "acme" / "tiny" / "master")
+        url = f"{double.url}/api/v1/models/{REPO}/repo?Revision=master&FilePath=model-00001-of-00001.safetensors"
+        status, headers, _ = get(url)
+        assert status == 302 and headers["Location"].startswith(double.url + "/_cdn/")
+    finally:
+        double.stop()
