@@ -20,6 +20,7 @@ The clients read their settings from the environment, ``huggingface_hub`` at imp
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
@@ -253,6 +254,12 @@ class HuggingFaceSource:
         )
         self._hf_hub_url = hf_hub_url
         self._metadata = get_hf_file_metadata
+        # Older huggingface_hub releases have no retry switch on the HEAD; newer ones default it to off.
+        self._metadata_kwargs = (
+            {"retry_on_errors": True}
+            if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters
+            else {}
+        )
         self._http_get: Callable[..., None] = http_get
         self._headers = build_hf_headers
         self._errors = _hf_error_classes()
@@ -329,7 +336,7 @@ class HuggingFaceSource:
         partial = staging / (remote.path + PARTIAL_SUFFIX)
         try:
             url = self._hf_hub_url(model, remote.path, revision=revision, endpoint=self.endpoint)
-            meta = self._metadata(url, token=self.token, endpoint=self.endpoint, retry_on_errors=True)
+            meta = self._metadata(url, token=self.token, endpoint=self.endpoint, **self._metadata_kwargs)
             if meta.size is not None and int(meta.size) != remote.size:
                 raise HubError(
                     "integrity",
