@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils import basic
 from ansible.module_utils.common import warnings as ansible_warnings
 from ansible.module_utils.testing import patch_module_args
@@ -43,6 +44,9 @@ def run_module(args: dict[str, Any], capsys) -> dict[str, Any]:
 def fresh_warnings(monkeypatch):
     """AnsibleModule keeps warnings in a process-wide list; start every test without any."""
     monkeypatch.setattr(ansible_warnings, "_global_warnings", {})
+    # Once any controller code is imported (other tests import ansible.errors), warnings go to the
+    # controller's display instead of the module result: run as a module would on a host.
+    monkeypatch.setattr(module_utils_internal, "is_controller", False)
 
 
 class FakeRunner:
