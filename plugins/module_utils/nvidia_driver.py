@@ -48,6 +48,8 @@ FABRICMANAGER_MODES = ("auto", "true", "false")
 
 #: The first branch with open kernel modules for datacenter GPUs.
 OPEN_MODULES_MIN_BRANCH = 515
+#: The first branch that drives Blackwell GPUs (B200, RTX PRO 6000 Blackwell, RTX 50).
+BLACKWELL_MIN_BRANCH = 570
 #: Debian 12's own archive carries this branch only.
 DEBIAN_ARCHIVE_BRANCH = 535
 # Where NVIDIA's packaging changed names (see the module docstring).
@@ -208,6 +210,11 @@ def choose_kernel_module(requested: str, gpus: Sequence[Mapping[str, Any]], bran
         raise DriverChoiceError(
             f"Blackwell GPUs ({', '.join(blackwell)}) only run on the open kernel modules; "
             "set nvidia_driver_kernel_module: open (or auto)"
+        )
+    if blackwell and branch < BLACKWELL_MIN_BRANCH:
+        raise DriverChoiceError(
+            f"branch {branch} does not drive Blackwell GPUs ({', '.join(blackwell)}); "
+            f"set nvidia_driver_branch to {BLACKWELL_MIN_BRANCH} or newer"
         )
     if requested == "auto":
         flavour = "proprietary" if old else "open"

@@ -23,7 +23,8 @@ What a host looks like to the stand-ins (set up by the test, as hardware would b
                                      "boot": only at boot, and the package asks for a reboot through
                                      /run/reboot-required(.pkgs), as Ubuntu's packages do
   /srv/llmfleet-standin/proc         where the stand-in "kernel" keeps driver/nvidia/version
-  /srv/llmfleet-standin/sys/<board>  a sysfs PCI tree of the board (written here, copied by the test)
+  /srv/llmfleet-standin/sys          the board's sysfs PCI tree (sysfs/<board>/ and sysfs/<board>.tar here,
+                                     unpacked there by the test)
 
 Two flat repositories (like NVIDIA's: "deb URL /") under www/: nvidia/ holds the driver stand-ins,
 base/ the headers and initramfs-tools a site's Debian mirror would carry. Both are signed with a key
@@ -45,6 +46,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -487,6 +489,8 @@ def build(out: Path, kernel: str, arch: str) -> dict:
     base_files = publish(out / "www" / "base", support_debs(kernel, arch), arch, gnupg, fingerprint)
     for name, board in BOARDS.items():
         write_sysfs(out / "sysfs" / name, board_pci(board))
+        with tarfile.open(out / "sysfs" / f"{name}.tar", "w") as tar:  # one transfer instead of one per file
+            tar.add(out / "sysfs" / name, arcname=".")
     return {
         "www": str(out / "www"),
         "repositories": {"nvidia": "nvidia/", "base": "base/"},
