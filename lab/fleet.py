@@ -46,7 +46,8 @@ MIRROR = os.environ.get("LLMFLEET_LAB_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 LOGIN_USER = "llmfleet"
 # Everything a test host needs: systemd and sshd to be a host, python3/python3-apt/sudo for Ansible,
-# libnuma1 and g++ for vLLM's CPU build (FACTS: without them its worker fails), rsync for fan-out.
+# libnuma1, g++ and python3-dev for vLLM's CPU build (its worker needs libnuma, and torch compiles C++
+# against the Python headers), rsync for fan-out.
 PACKAGES = [
     "systemd",
     "systemd-sysv",
@@ -65,6 +66,7 @@ PACKAGES = [
     "less",
     "libnuma1",
     "g++",
+    "python3-dev",
 ]
 ROOT_FORMAT = 2  # bump when customise_base_root() changes
 BOOT_TIMEOUT_S = 60

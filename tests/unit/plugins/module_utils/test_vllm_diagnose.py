@@ -1,0 +1,42 @@
+import pytest
+
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_diagnose import diagnose
+
+ENGINE_FAILED = (
+    "(EngineCore pid=937) ERROR [core.py:1510] RuntimeError: Worker failed with error 'CppCompileError'"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "fix_words"),
+    [
+        ("main.cpp:80:10: fatal error: Python.h: No such file or directory", "python3-dev"),
+        ("torch._inductor.exc.InvalidCxxCompiler: No working C++ compiler found", "install g++"),
+        ("RuntimeError: init_cpu_memory_env failed", "libnuma1"),
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "gpu_memory_utilization"),
+        ("ValueError: No available memory for the cache blocks. Try increasing", "max_model_len"),
+        ("PermissionError: [Errno 13] Permission denied: '/srv/models/x/model.safetensors'", "0644"),
+        ("OSError: /srv/m does not appear to have a file named config.json", "model path"),
+        ("AssertionError: 1536 is not divisible by 8", "llmfleet_plan_overrides.layout"),
+        ("OSError: [Errno 98] Address already in use", "vllm_service_port"),
+        ("api_server.py: error: unrecognized arguments: --bogus", "vllm_service_extra_args"),
+    ],
+)
+def test_known_failures_name_the_fix(line, fix_words):
+    diagnosis = diagnose(["INFO starting", line, ENGINE_FAILED])
+    assert diagnosis is not None
+    assert fix_words in diagnosis.fix
+    assert line.strip()[:60] in str(diagnosis)
+
+
+def test_the_specific_cause_wins_over_the_generic_engine_failure():
+    lines = [ENGINE_FAILED, "fatal error: Python.h: No such file or directory"]
+    assert "Python headers" in diagnose(lines).cause
+
+
+def test_generic_engine_failure():
+    assert diagnose([ENGINE_FAILED]).cause == "the engine failed to start"
+
+
+def test_healthy_log_has_no_diagnosis():
+    assert diagnose(["INFO Starting vLLM API server", "INFO Application startup complete."]) is None
