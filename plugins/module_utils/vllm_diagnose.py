@@ -29,7 +29,11 @@ KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
         "torch cannot find a C++ compiler",
         "install g++ on the host (the CPU build of vLLM compiles kernels at start)",
     ),
-    (r"libnuma|init_cpu_memory_env", "the CPU worker cannot use NUMA", "install libnuma1 on the host"),
+    (
+        r"libnuma\S* ?(?:: )?(?:cannot open|not found|No such file)|init_cpu_memory_env.*(?:fail|[Ee]rror)",
+        "the CPU worker cannot use NUMA",
+        "install libnuma1 on the host",
+    ),
     (
         r"CUDA out of memory|OutOfMemoryError",
         "the GPUs ran out of memory while loading",
@@ -82,12 +86,20 @@ KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
     ),
 )
 _COMPILED = tuple((re.compile(p), cause, fix) for p, cause, fix in KNOWN_FAILURES)
+# Only lines that report a failure count: vLLM logs plenty of warnings that mention the same words.
+_FAILURE_LINE = re.compile(r"\bERROR\b|CRITICAL|Error\b|error:|Exception|Traceback|fatal|[Ff]ailed|\bexc\.\w+:")
+_WARNING_LINE = re.compile(r"\bWARNING\b|\bWarning:|UserWarning|FutureWarning|DeprecationWarning")
+
+
+def is_failure_line(line: str) -> bool:
+    return bool(_FAILURE_LINE.search(line)) and not _WARNING_LINE.search(line)
 
 
 def diagnose(log_lines: list[str]) -> Diagnosis | None:
     """The first known failure in the log, most specific pattern first."""
+    failures = [line for line in log_lines if is_failure_line(line)]
     for pattern, cause, fix in _COMPILED:
-        for line in log_lines:
+        for line in failures:
             if pattern.search(line):
                 return Diagnosis(cause=cause, fix=fix, evidence=line)
     return None

@@ -13,6 +13,7 @@ ENGINE_FAILED = (
         ("main.cpp:80:10: fatal error: Python.h: No such file or directory", "python3-dev"),
         ("torch._inductor.exc.InvalidCxxCompiler: No working C++ compiler found", "install g++"),
         ("RuntimeError: init_cpu_memory_env failed", "libnuma1"),
+        ("ImportError: libnuma.so.1: cannot open shared object file", "libnuma1"),
         ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "gpu_memory_utilization"),
         ("ValueError: No available memory for the cache blocks. Try increasing", "max_model_len"),
         ("PermissionError: [Errno 13] Permission denied: '/srv/models/x/model.safetensors'", "0644"),
@@ -40,3 +41,12 @@ def test_generic_engine_failure():
 
 def test_healthy_log_has_no_diagnosis():
     assert diagnose(["INFO Starting vLLM API server", "INFO Application startup complete."]) is None
+
+
+def test_warnings_that_mention_the_same_words_are_not_failures():
+    lines = [
+        "[W1125 09:22:37 utils.cpp:68] Warning: NUMA binding: Using MEMBIND policy (function init_cpu_memory_env)",
+        "(Worker pid=570) WARNING [cpu_worker.py:114] libtcmalloc is not found in LD_PRELOAD.",
+        "UserWarning: Failed to get the IP address, using 0.0.0.0 by default.",
+    ]
+    assert diagnose(lines) is None
