@@ -23,7 +23,11 @@ PLANNED_FLAGS = frozenset(
         "--api-key",
     }
 )
-SHORT_ALIASES = {"-tp": "--tensor-parallel-size", "-dp": "--data-parallel-size", "-pp": "--pipeline-parallel-size"}
+SHORT_ALIASES = {
+    "-tp": "--tensor-parallel-size",
+    "-dp": "--data-parallel-size",
+    "-pp": "--pipeline-parallel-size",
+}
 
 
 def parse_flags(argv: list[str]) -> dict[str, str | None]:

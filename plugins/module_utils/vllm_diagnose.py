@@ -87,7 +87,9 @@ KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
 )
 _COMPILED = tuple((re.compile(p), cause, fix) for p, cause, fix in KNOWN_FAILURES)
 # Only lines that report a failure count: vLLM logs plenty of warnings that mention the same words.
-_FAILURE_LINE = re.compile(r"\bERROR\b|CRITICAL|Error\b|error:|Exception|Traceback|fatal|[Ff]ailed|\bexc\.\w+:")
+_FAILURE_LINE = re.compile(
+    r"\bERROR\b|CRITICAL|Error\b|error:|Exception|Traceback|fatal|[Ff]ailed|\bexc\.\w+:"
+)
 _WARNING_LINE = re.compile(r"\bWARNING\b|\bWarning:|UserWarning|FutureWarning|DeprecationWarning")
 
 

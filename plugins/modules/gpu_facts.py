@@ -1,7 +1,6 @@
 #!/usr/bin/python
 """Ansible module: discover the NVIDIA GPUs of a host (or of captured nvidia-smi outputs) as facts."""
 # Ansible modules put DOCUMENTATION, EXAMPLES and RETURN before the imports.
-# ruff: noqa: E402
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 #!/usr/bin/python
 """Ansible module: prove a deployed OpenAI-compatible vLLM endpoint works, with the official client."""
 # Ansible modules put DOCUMENTATION, EXAMPLES and RETURN before the imports.
-# ruff: noqa: E402
 
 from __future__ import annotations
 

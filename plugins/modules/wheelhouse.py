@@ -1,7 +1,6 @@
 #!/usr/bin/python
 """Ansible module: build a pinned, offline wheelhouse (lock + wheels) for another Python and platform."""
 # Ansible modules put DOCUMENTATION, EXAMPLES and RETURN before the imports.
-# ruff: noqa: E402
 
 from __future__ import annotations
 
