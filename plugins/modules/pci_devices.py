@@ -1,7 +1,6 @@
 #!/usr/bin/python
 """Ansible module: list the PCI devices of a host from sysfs, with its NVIDIA GPUs and NVSwitches."""
 # Ansible modules put DOCUMENTATION, EXAMPLES and RETURN before the imports.
-# ruff: noqa: E402
 
 from __future__ import annotations
 
