@@ -1,7 +1,6 @@
 #!/usr/bin/python
 """Ansible module: a complete, verified model snapshot under <models_root>/<org>/<name>/<revision>/."""
 # Ansible modules put DOCUMENTATION, EXAMPLES and RETURN before the imports.
-# ruff: noqa: E402
 
 from __future__ import annotations
 
