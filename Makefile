@@ -15,9 +15,13 @@ PYTEST := pytest -p no:cacheprovider
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+LAB_MODEL := .cache/lab/models/llmfleet-tiny
+
 lab: bootstrap
+	test -f $(LAB_MODEL)/config.json || python lab/tinymodel/build.py --out $(LAB_MODEL)
 	python lab/fleet.py up --inventory inventories/lab/hosts.yml
-	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e llmfleet_verify_report=$(CURDIR)/.cache/lab/verify.json
+	@echo "lab is up: export OPENAI_API_KEY=llmfleet-lab; the verify report is .cache/lab/verify.json; make lab-down removes it"
 
 lab-down:
 	python3 lab/fleet.py destroy --fleet lab
