@@ -136,7 +136,7 @@ class ModelScopeSource:
         if isinstance(exc, (e.AuthenticationError, e.PermissionDeniedError)) or status in (401, 403):
             return HubError(
                 "auth",
-                f"{where}: access denied (HTTP {status}): {detail}. The model is private or gated: give a token "
+                f"{where}: access denied (HTTP {status}): {detail.rstrip('.')}. The model is private or gated: give a token "
                 "with access to it (token), or check the token.",
                 status,
             )
@@ -199,11 +199,16 @@ class ModelScopeSource:
         return files
 
     def _which_missing(self, model: str, revision: str, where: str, error: HubError) -> HubError:
+        detail = error.message.removeprefix(f"{where}: ")
         try:
             self.api.legacy.get_repo_info(model, "model")
         except Exception:
-            return HubError("repo_not_found", f"{where}: model not found ({error.message})", error.status)
-        return HubError("revision_not_found", f"{where}: revision not found ({error.message})", error.status)
+            return HubError(
+                "repo_not_found", f"{where}: model not found (HTTP {error.status}): {detail}", error.status
+            )
+        return HubError(
+            "revision_not_found", f"{where}: revision not found (HTTP {error.status}): {detail}", error.status
+        )
 
     def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
         """The client resumes ``<path>.incomplete`` and checks size and the listing's sha256 itself (it
@@ -281,7 +286,7 @@ class HuggingFaceSource:
         if isinstance(exc, e["GatedRepoError"]) or status in (401, 403):
             return HubError(
                 "auth",
-                f"{where}: access denied (HTTP {status}): {detail}. The model is gated or private: give a token "
+                f"{where}: access denied (HTTP {status}): {detail.rstrip('.')}. The model is gated or private: give a token "
                 "with access to it (token), or check the token.",
                 status,
             )
