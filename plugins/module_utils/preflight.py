@@ -16,8 +16,18 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 # Role and collection prefixes whose variables are checked; anything else in the inventory is the
 # user's own business.
 GLOBAL_PREFIX = "llmfleet_"
-# Variables that llmfleet itself sets at run time (facts) and that are never user input.
-RUNTIME_VARIABLES = frozenset({"llmfleet_gpu", "llmfleet_plan"})
+# Facts llmfleet's roles publish at run time; a later preflight in the same run sees them, but they
+# are never inventory input.
+RUNTIME_VARIABLES = frozenset(
+    {
+        "llmfleet_gpu",
+        "llmfleet_plan",
+        "llmfleet_runtime",
+        "llmfleet_model_path",
+        "llmfleet_model_revision",
+        "nvidia_driver_result",
+    }
+)
 
 
 @dataclass(frozen=True)

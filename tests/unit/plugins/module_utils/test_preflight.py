@@ -40,6 +40,8 @@ def test_good_values_pass():
         "llmfleet_model": "minimax-m2",
         "unrelated_user_variable": 3,
         "llmfleet_gpu": {"count": 0},
+        "llmfleet_runtime": {"id": "vllm-cpu-0.32.0-abc"},
+        "llmfleet_model_path": "/var/lib/llmfleet/models/x",
     }
     assert check_host_vars("gpu-01", provided, SPECS) == []
 
