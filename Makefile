@@ -38,8 +38,10 @@ unit:
 
 test: check integration molecule
 
+# The vLLM tests serve the tiny model from a venv that lab/serve_tiny.py builds (or reuses) offline.
 integration: bootstrap
-	$(PYTEST) tests/integration
+	venv=$$(python lab/serve_tiny.py --prepare | python -c 'import json, sys; print(json.load(sys.stdin)["venv"])'); \
+	LLMFLEET_VLLM_VENV=$$venv $(PYTEST) tests/integration
 
 molecule: bootstrap
 	molecule test --all
