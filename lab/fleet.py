@@ -70,6 +70,7 @@ PACKAGES = [
 ]
 ROOT_FORMAT = 2  # bump when customise_base_root() changes
 BOOT_TIMEOUT_S = 60
+AUTO_SUBNETS = 240
 STOP_TIMEOUT_S = 15
 
 
@@ -230,9 +231,10 @@ def choose_subnet(fleet: str, wanted: str | None) -> ipaddress.IPv4Network:
     mine = existing_bridge_subnet(fleet)
     if mine:
         return mine
-    start = int(short_hash(fleet, 4), 16) % 250
-    for offset in range(250):
-        net = ipaddress.IPv4Network(f"10.214.{(start + offset) % 250}.0/24")
+    # 10.214.240-255 are left for scenarios that fix their subnet.
+    start = int(short_hash(fleet, 4), 16) % AUTO_SUBNETS
+    for offset in range(AUTO_SUBNETS):
+        net = ipaddress.IPv4Network(f"10.214.{(start + offset) % AUTO_SUBNETS}.0/24")
         if str(net) not in used:
             return net
     raise SystemExit("no free 10.214.x.0/24 subnet for a new fleet")
