@@ -412,6 +412,17 @@ def render_lock(
     return "\n".join(lines) + "\n"
 
 
+def manifest_matches_request(
+    manifest: dict | None, requirements: Sequence[str] | None, target: Target
+) -> bool:
+    """Whether a wheelhouse was built for exactly these requirements, Python and platform."""
+    return bool(manifest) and (
+        list(manifest.get("requirements") or []) == list(requirements or [])
+        and manifest.get("python_version") == target.python_version
+        and manifest.get("platform") == uv_platform(target.platform)
+    )
+
+
 def build_manifest(
     key: str,
     target: Target,

