@@ -93,7 +93,7 @@ def ssh(instance: dict, command: str) -> str:
 
 
 def time_restart(instance: dict, clear_cache: bool) -> float:
-    clear = "sudo rm -rf /var/cache/llmfleet/vllm/* /tmp/torchinductor_* && " if clear_cache else ""
+    clear = "sudo sh -c 'rm -rf /var/cache/llmfleet/vllm/*' && " if clear_cache else ""
     started = time.monotonic()
     ssh(instance, f"{clear}sudo systemctl restart llmfleet-vllm && "
                   "until curl -sf http://127.0.0.1:8000/health >/dev/null; do sleep 0.5; done")  # fmt: skip
