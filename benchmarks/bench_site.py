@@ -95,7 +95,7 @@ def ssh(instance: dict, command: str) -> str:
 def time_restart(instance: dict, clear_cache: bool) -> float:
     clear = "sudo sh -c 'rm -rf /var/cache/llmfleet/vllm/*' && " if clear_cache else ""
     started = time.monotonic()
-    ssh(instance, f"{clear}sudo systemctl restart llmfleet-vllm && "
+    ssh(instance, f"{clear}sudo systemctl reset-failed llmfleet-vllm; sudo systemctl restart llmfleet-vllm && "
                   "until curl -sf http://127.0.0.1:8000/health >/dev/null; do sleep 0.5; done")  # fmt: skip
     return time.monotonic() - started
 
