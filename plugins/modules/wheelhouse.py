@@ -539,6 +539,9 @@ def main() -> None:
         try:
             entries = wh.parse_lock(builder.lock_text(workdir, manifest))
             exclusion = wh.exclude_entries(entries, p["exclude"], p["prune_orphans"])
+            if p["reuse_lock"] and wh.manifest_matches_request(manifest, p["requirements"], builder.target):
+                # the reused lock was written after exclusion: what it left out is in the manifest
+                exclusion = wh.Exclusion(kept=exclusion.kept, excluded=tuple(manifest.get("excluded") or ()))
         except wh.WheelhouseError as exc:
             module.fail_json(msg=str(exc), changed=False)
         if not exclusion.kept:

@@ -32,7 +32,11 @@ def test_built_collection_installs_and_runs(tmp_path):
     assert "roles/preflight/meta/argument_specs.yml" in names
 
     installed = tmp_path / "collections"
-    run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)], tmp_path)
+    # --force: the checkout itself may be on the configured collections path (bootstrap links it).
+    run(
+        [str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(installed), str(tarball)],
+        tmp_path,
+    )
 
     # Outside the checkout, with only the installed copy on the collections path.
     workdir = tmp_path / "elsewhere"

@@ -147,7 +147,8 @@ def test_exclusion_keeps_packages_the_rest_still_needs(tmp_path):
 
 def test_offline_install_from_the_wheelhouse(built, tmp_path):
     dest, _ = built
-    python = shutil.which("python3")
+    # The wheelhouse is for the hosts' Python 3.11 (Debian 12's), not the controller's.
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3.11")
     venv = tmp_path / "venv"
     subprocess.run([str(UV), "venv", "--no-config", "-q", str(venv), "--python", python], check=True)
     argv = wh.install_argv_uv(str(UV), str(venv / "bin" / "python"), str(dest))
