@@ -352,18 +352,41 @@ def boot(host: Host) -> None:
     save_host(host)
 
 
-def wait_for_ssh(host: Host) -> None:
+def wait_for_login(host: Host) -> None:
+    """Wait until the login user gets a shell over SSH and systemd has finished booting.
+
+    sshd answers before systemd-user-sessions removes /run/nologin; until then, logins of the
+    (non-root) login user are refused, which Ansible reports as an unreachable host.
+    """
     deadline = time.monotonic() + BOOT_TIMEOUT_S
+    last = "no answer"
     while time.monotonic() < deadline:
         if not pid_alive(host.pid):
             tail = (host.dir / "console.log").read_text()[-2000:]
             raise RuntimeError(f"host {host.name}: systemd-nspawn exited during boot:\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection((host.address, 22), timeout=1) as conn:
-            conn.settimeout(2)
-            if conn.recv(64).startswith(b"SSH-"):
+        if sshd_answers(host):
+            probe = run(ssh_argv(host, "timeout 30 systemctl is-system-running --wait"), check=False)
+            state = probe.stdout.strip()
+            if state in ("running", "degraded"):
                 return
+            last = state or probe.stderr.strip()[-300:]
         time.sleep(0.2)
-    raise RuntimeError(f"host {host.name}: no sshd on {host.address}:22 after {BOOT_TIMEOUT_S} s")
+    raise RuntimeError(f"host {host.name}: no login on {host.address}:22 after {BOOT_TIMEOUT_S} s: {last}")
+
+
+def sshd_answers(host: Host) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host.address, 22), timeout=1) as conn:
+        conn.settimeout(2)
+        return conn.recv(64).startswith(b"SSH-")
+    return False
+
+
+def ssh_argv(host: Host, command: str) -> list[str]:
+    return [
+        "ssh", "-i", str(identity_file(host.fleet)), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        f"{LOGIN_USER}@{host.address}", command,
+    ]  # fmt: skip
 
 
 def save_host(host: Host) -> None:
@@ -384,7 +407,7 @@ def create_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> dic
     prepare_host(host, spec, lower, public_key)
     plug_network(host)
     boot(host)
-    wait_for_ssh(host)
+    wait_for_login(host)
     return instance(host)
 
 
@@ -526,7 +549,7 @@ def up(spec: dict) -> list[dict]:
     if set(running) == set(wanted) and all(running[n].address == a for n, a in wanted.items()):
         try:
             for host in running.values():
-                wait_for_ssh(host)
+                wait_for_login(host)
             log(f"fleet {spec['fleet']}: {len(running)} host(s) already up")
             return [instance(h) for h in running.values()]
         except RuntimeError:
