@@ -124,10 +124,9 @@ class Unit:
         )
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line) if rc == 0 else {}
 
-    def journal(self) -> list[str]:
-        """The log of the unit's current run only: earlier runs' failures are history, not a diagnosis."""
-        invocation = self.state().get("InvocationID", "")
-        match = [f"_SYSTEMD_INVOCATION_ID={invocation}"] if invocation else ["--unit", self.name]
+    def journal(self, invocations: list[str]) -> list[str]:
+        """The log of these runs of the unit only: earlier runs' failures are history, not a diagnosis."""
+        match = [f"_SYSTEMD_INVOCATION_ID={i}" for i in invocations] or ["--unit", self.name]
         rc, out, _ = self.module.run_command(
             ["journalctl", *match, "--lines", str(JOURNAL_LINES), "--output", "cat", "--no-pager"]
         )
@@ -152,10 +151,13 @@ def main() -> None:
     base = params["url"].rstrip("/")
     unit = Unit(module, params["unit"])
     started = time.monotonic()
-    restarts_at_start = unit.state().get("NRestarts", "0")
+    first = unit.state()
+    restarts_at_start = first.get("NRestarts", "0")
+    # A run that exits is replaced by a new one (Restart=always); its log holds the cause.
+    invocations = [first["InvocationID"]] if first.get("InvocationID") else []
 
-    def fail(msg: str, with_log: bool = True) -> None:
-        journal = unit.journal() if with_log else []
+    def fail(msg: str) -> None:
+        journal = unit.journal(invocations)
         found = diagnose(journal)
         if found:
             msg = f"{msg}: {found.cause}; {found.fix}"
@@ -166,11 +168,13 @@ def main() -> None:
         if status == 200:
             break
         state = unit.state()
+        if state.get("InvocationID") and state["InvocationID"] not in invocations:
+            invocations.append(state["InvocationID"])
         if state.get("ActiveState") == "failed":
             fail(f"{unit.name} failed while starting")
         if state.get("NRestarts", "0") != restarts_at_start:
             fail(f"{unit.name} restarted while starting (the server exited)")
-        found = diagnose(unit.journal())
+        found = diagnose(unit.journal(invocations))
         if found:
             fail(f"{unit.name} is not serving")
         waited = time.monotonic() - started
