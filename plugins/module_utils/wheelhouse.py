@@ -492,6 +492,18 @@ def check_manifest(
 
 
 # ---- commands ----------------------------------------------------------------------------------
+def index_options(
+    index_url: str | None = None, extra_index_urls: Sequence[str] = (), find_links: Sequence[str] = ()
+) -> list[str]:
+    """Where uv and pip look for packages: the index, then the extra indexes, and the find-links folders."""
+    argv = ["--index-url", index_url] if index_url else []
+    for url in extra_index_urls:
+        argv += ["--extra-index-url", url]
+    for link in find_links:
+        argv += ["--find-links", link]
+    return argv
+
+
 def compile_argv(
     uv: str,
     requirements_file: str,
@@ -521,12 +533,7 @@ def compile_argv(
         "split",
         "--no-header",
     ]
-    if index_url:
-        argv += ["--index-url", index_url]
-    for url in extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for link in find_links:
-        argv += ["--find-links", link]
+    argv += index_options(index_url, extra_index_urls, find_links)
     if exclude_newer:
         argv += ["--exclude-newer", exclude_newer]
     return argv
@@ -572,12 +579,7 @@ def download_argv(
     ]
     for platform in pip_platforms(target.platform):
         argv += ["--platform", platform]
-    if index_url:
-        argv += ["--index-url", index_url]
-    for url in extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for link in find_links:
-        argv += ["--find-links", link]
+    argv += index_options(index_url, extra_index_urls, find_links)
     if require_hashes:
         argv.append("--require-hashes")
     argv += ["-r", lock_file]

@@ -423,9 +423,7 @@ class Builder:
         )
         python = os.path.join(venv, "bin", "python")
         argv = [uv, "pip", "install", "--no-config", "--quiet", "--python", python, self.p["pip_requirement"]]
-        argv += ["--index-url", self.p["index_url"]]
-        for link in self.p["find_links"]:
-            argv += ["--find-links", link]
+        argv += wh.index_options(self.p["index_url"], find_links=self.p["find_links"])
         self.run(argv, f"installing {self.p['pip_requirement']} into a throwaway venv")
         return python
 

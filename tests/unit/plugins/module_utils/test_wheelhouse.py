@@ -450,6 +450,20 @@ def test_download_argv():
     assert "--index-url" not in no_hashes
 
 
+def test_index_options_name_the_index_then_extra_indexes_then_find_links():
+    assert wh.index_options(
+        "https://m/simple", extra_index_urls=["https://a/simple", "https://b/simple"], find_links=["/w1", "/w2"]
+    ) == [
+        "--index-url", "https://m/simple",
+        "--extra-index-url", "https://a/simple",
+        "--extra-index-url", "https://b/simple",
+        "--find-links", "/w1",
+        "--find-links", "/w2",
+    ]  # fmt: skip
+    assert wh.index_options(None, find_links=["/w"]) == ["--find-links", "/w"]
+    assert wh.index_options() == []
+
+
 def test_install_argv():
     assert wh.install_argv_pip("/v/bin/python", "/wh/") == [
         "/v/bin/python",
