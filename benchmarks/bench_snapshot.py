@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import builtins
 import io
-import json
 import os
-import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +31,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / ".collections"))
 
+from _common import machine, publish  # noqa: E402
 from hubdouble.content import make_model_repo  # noqa: E402
-from hubdouble.fixture import HubDouble, hub_env  # noqa: E402
+from hubdouble.fixture import HubDouble, hub_env, running_double  # noqa: E402
+from hubdouble.snapshot_module import run_module, running_module  # noqa: E402
 
 MODEL = "bench/shard"
 MiB = 1024 * 1024
 SHARD = "model-00002-of-00002.safetensors"
-
-
-def module_process(args: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
-    args_file = workdir / f"args-{time.monotonic_ns()}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / ".collections"), HOME=str(workdir / "home"))
-    argv = [
-        sys.executable,
-        "-m",
-        "ansible_collections.llmfleet.serve.plugins.modules.model_snapshot",
-        str(args_file),
-    ]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
-
-
-def run_module(args: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], float]:
-    began = time.perf_counter()
-    process = module_process(args, workdir)
-    out, err = process.communicate()
-    elapsed = time.perf_counter() - began
-    result = json.loads(out)
-    if result.get("failed"):
-        raise RuntimeError(f"module failed: {result.get('msg')}\n{err.decode()[-2000:]}")
-    return result, elapsed
 
 
 def bare_client(source: str, double: HubDouble, workdir: Path) -> float:
@@ -97,9 +69,8 @@ def kill_at_half(double: HubDouble, args: dict[str, Any], workdir: Path, size: i
     the size of the partial file left behind."""
     double.set_faults({"kind": "stall", "path": SHARD, "after_bytes": size // 2, "seconds": 300, "times": 1})
     root = Path(args["models_root"])
-    process = module_process(args, workdir)
     partial_size = 0
-    try:
+    with running_module(args, workdir):
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             partials = list(root.rglob(SHARD + ".incomplete")) if root.exists() else []
@@ -110,9 +81,6 @@ def kill_at_half(double: HubDouble, args: dict[str, Any], workdir: Path, size: i
                 if partial_size == first:
                     break
             time.sleep(0.1)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
     double.reset(faults=True)
     return partial_size
 
@@ -191,6 +159,21 @@ def bench_source(source: str, double: HubDouble, workdir: Path, size: int) -> di
     return figures
 
 
+def table(size_mb: int, results: list[dict[str, Any]]) -> list[str]:
+    title = f"model_snapshot through the hub double, one {size_mb} MB shard (+ 5 small files), {os.cpu_count()} CPUs"
+    header = (
+        f"{'source':<12} {'bare client':>14} {'module':>14} {'module net':>14} {'resume ratio':>13} "
+        f"{'re-run (process)':>17} {'re-run (logic)':>15}  files opened on re-run"
+    )
+    return [title, header] + [
+        f"{r['source']:<12} {r['bare_client_MBps']:>9.1f} MB/s {r['module_MBps']:>9.1f} MB/s "
+        f"{r['module_net_MBps']:>9.1f} MB/s {r['resume_second_run_ratio']:>13.3f} "
+        f"{r['rerun_module_process_s']:>15.2f} s {r['rerun_logic_ms']:>12.1f} ms  "
+        f"{', '.join(r['rerun_files_opened'])}"
+        for r in results
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=500, help="size of the big shard (default 500)")
@@ -199,48 +182,20 @@ def main() -> int:
     args = parser.parse_args()
     size = args.size_mb * MiB
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-snapshot-"))
-    hubroot = workdir / "hub"
-    make_model_repo(hubroot, MODEL, "master", shards=1, shard_size=MiB, sparse_shard_size=size)
-    double = HubDouble.start_process(hubroot)
-    try:
-        # Warm up: the double hashes the repository once, on the first request that lists it.
-        with urllib.request.urlopen(
-            f"{double.url}/api/models/{MODEL}/revision/main", timeout=600
-        ) as response:
-            assert json.loads(response.read())["sha"]
-        results = [bench_source(source, double, workdir, size) for source in args.sources]
-    finally:
-        double.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="bench-snapshot-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
+        hubroot = workdir / "hub"
+        make_model_repo(hubroot, MODEL, "master", shards=1, shard_size=MiB, sparse_shard_size=size)
+        with running_double(hubroot, process=True) as double:
+            double.warm_up(MODEL)
+            results = [bench_source(source, double, workdir, size) for source in args.sources]
 
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "shard_mb": args.size_mb,
         "results": results,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    print(
-        f"model_snapshot through the hub double, one {args.size_mb} MB shard (+ 5 small files), {os.cpu_count()} CPUs"
-    )
-    header = (
-        f"{'source':<12} {'bare client':>14} {'module':>14} {'module net':>14} {'resume ratio':>13} "
-        f"{'re-run (process)':>17} {'re-run (logic)':>15}  files opened on re-run"
-    )
-    print(header)
-    for r in results:
-        print(
-            f"{r['source']:<12} {r['bare_client_MBps']:>9.1f} MB/s {r['module_MBps']:>9.1f} MB/s "
-            f"{r['module_net_MBps']:>9.1f} MB/s {r['resume_second_run_ratio']:>13.3f} "
-            f"{r['rerun_module_process_s']:>15.2f} s {r['rerun_logic_ms']:>12.1f} ms  "
-            f"{', '.join(r['rerun_files_opened'])}"
-        )
-    print(json.dumps(report, indent=1))
+    publish(report, args.json, table(args.size_mb, results))
     return 0
 
 

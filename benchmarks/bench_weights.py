@@ -31,14 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -48,8 +45,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from _common import machine, publish  # noqa: E402
 from hubdouble.content import make_model_repo, tree_bytes  # noqa: E402
-from hubdouble.fixture import HubDouble  # noqa: E402
+from hubdouble.fixture import HubDouble, running_double  # noqa: E402
+from hubdouble.snapshot_module import run_module, running_module  # noqa: E402
 
 MODEL = "bench/weights"
 FLEET_MODEL = "bench/fleet"
@@ -64,33 +63,6 @@ CLIENT_CPUS = set(CPUS[1:]) or set(CPUS)
 
 def pin_client() -> None:
     os.sched_setaffinity(0, CLIENT_CPUS)
-
-
-# ---- the module, as Ansible runs it ---------------------------------------------------------------------------
-def module_process(args: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
-    args_file = workdir / f"args-{time.monotonic_ns()}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / ".collections"), HOME=str(workdir / "home"))
-    argv = [sys.executable, "-m", "ansible_collections.llmfleet.serve.plugins.modules.model_snapshot"]
-    return subprocess.Popen(
-        [*argv, str(args_file)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=pin_client,
-    )
-
-
-def run_module(args: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], float]:
-    began = time.perf_counter()
-    process = module_process(args, workdir)
-    out, err = process.communicate()
-    elapsed = time.perf_counter() - began
-    result = json.loads(out)
-    if result.get("failed"):
-        raise RuntimeError(f"module failed: {result.get('msg')}\n{err.decode()[-2000:]}")
-    return result, elapsed
 
 
 # ---- curl ------------------------------------------------------------------------------------------------------
@@ -121,9 +93,8 @@ def kill_at_half(double: HubDouble, args: dict[str, Any], workdir: Path, shards:
          "times": len(shards)}
     )  # fmt: skip
     staging = Path(args["models_root"]) / ".staging"
-    process = module_process(args, workdir)
     on_disk = 0
-    try:
+    with running_module(args, workdir, pin_client):
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             sent = double.file_stats(MODEL)
@@ -134,9 +105,6 @@ def kill_at_half(double: HubDouble, args: dict[str, Any], workdir: Path, shards:
                 )
                 break
             time.sleep(0.1)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
     double.reset(faults=True)
     return on_disk
 
@@ -154,11 +122,11 @@ def bench_source(source: str, double: HubDouble, repo: Path, workdir: Path, roun
         double.reset()
         curl_times.append(run_curl(double, source, files, workdir / "curl"))
         figures["curl_wire_bytes"] = double.stats()["bytes_total"]
-        _small, fixed = run_module(dict(args, allow_patterns=["*.json", "*.md"]), workdir)
+        _small, fixed = run_module(dict(args, allow_patterns=["*.json", "*.md"]), workdir, pin_client)
         fixed_times.append(fixed)
         shutil.rmtree(root)
         double.reset()
-        result, module_s = run_module(args, workdir)
+        result, module_s = run_module(args, workdir, pin_client)
         module_times.append(module_s)
         figures["module_wire_bytes"] = double.stats()["bytes_total"]
         assert result["total_bytes"] == total
@@ -176,7 +144,7 @@ def bench_source(source: str, double: HubDouble, repo: Path, workdir: Path, roun
     resume_args = dict(args, workers=len(shards))
     on_disk = kill_at_half(double, resume_args, workdir, shards)
     double.reset()
-    _result, rerun_s = run_module(resume_args, workdir)
+    _result, rerun_s = run_module(resume_args, workdir, pin_client)
     wire = double.stats()["bytes_total"]
     remainder = total - on_disk
     expected_s = fixed + (module_s - fixed) * remainder / total
@@ -262,6 +230,28 @@ def bench_fleet(double: HubDouble, repo: Path, workdir: Path) -> list[dict[str, 
     return figures
 
 
+def table(args: argparse.Namespace, results: list[dict[str, Any]], fleet: list[dict[str, Any]]) -> list[str]:
+    title = (
+        f"model weights through the hub double: {args.shards} shards, {args.size_mb} MB in all, and small files; "
+        f"{os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'source':<12} {'curl':>12} {'module':>12} {'ratio':>6} {'net ratio':>10} "
+        f"{'resume bytes/remainder':>23} {'resume time/expected':>21}"
+    )
+    throughput = [
+        f"{r['source']:<12} {r['curl_MBps']:>7.1f} MB/s {r['module_MBps']:>7.1f} MB/s {r['ratio']:>6.2f} "
+        f"{r['net_ratio']:>10.2f} {r['resume_wire_over_remainder']:>23.4f} {r['resume_time_over_expected']:>21.2f}"
+        for r in results
+    ]
+    fleets = [
+        f"fleet of {f['hosts']}: upstream {f['upstream_bytes']} bytes for a {f['snapshot_bytes']}-byte snapshot "
+        f"({f['upstream_over_snapshot']:.3f} x), role {f['role_s']} s"
+        for f in fleet
+    ]
+    return [title, header, *throughput, *fleets]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=2048, help="size of all shards (default 2048)")
@@ -275,63 +265,31 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-weights-"))
-    hubroot = workdir / "hub"
-    repo = make_model_repo(
-        hubroot, MODEL, "master", shards=args.shards, shard_size=args.size_mb * MiB // args.shards
-    )
-    fleet_repo = make_model_repo(
-        hubroot, FLEET_MODEL, "master", shards=2, shard_size=args.fleet_size_mb * MiB // 2
-    )
-    double = HubDouble.start_process(hubroot)
-    assert double._process is not None
-    os.sched_setaffinity(double._process.pid, DOUBLE_CPUS)
-    try:
-        # Warm up: the double hashes a repository once, on the first request that lists it.
-        for model in (MODEL, FLEET_MODEL):
-            with urllib.request.urlopen(
-                f"{double.url}/api/models/{model}/revision/main", timeout=600
-            ) as response:
-                assert json.loads(response.read())["sha"]
-        results = [bench_source(source, double, repo, workdir, args.rounds) for source in args.sources]
-        fleet = [] if args.skip_fleet else bench_fleet(double, fleet_repo, workdir)
-    finally:
-        double.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="bench-weights-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
+        hubroot = workdir / "hub"
+        repo = make_model_repo(
+            hubroot, MODEL, "master", shards=args.shards, shard_size=args.size_mb * MiB // args.shards
+        )
+        fleet_repo = make_model_repo(
+            hubroot, FLEET_MODEL, "master", shards=2, shard_size=args.fleet_size_mb * MiB // 2
+        )
+        with running_double(hubroot, process=True) as double:
+            assert double._process is not None
+            os.sched_setaffinity(double._process.pid, DOUBLE_CPUS)
+            double.warm_up(MODEL, FLEET_MODEL)
+            results = [bench_source(source, double, repo, workdir, args.rounds) for source in args.sources]
+            fleet = [] if args.skip_fleet else bench_fleet(double, fleet_repo, workdir)
 
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "double_cpus": sorted(DOUBLE_CPUS),
         "client_cpus": sorted(CLIENT_CPUS),
         "shard_mb": args.size_mb,
         "throughput_and_resume": results,
         "fleet": fleet,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    print(
-        f"model weights through the hub double: {args.shards} shards, {args.size_mb} MB in all, and small files; "
-        f"{os.cpu_count()} CPUs"
-    )
-    print(
-        f"{'source':<12} {'curl':>12} {'module':>12} {'ratio':>6} {'net ratio':>10} "
-        f"{'resume bytes/remainder':>23} {'resume time/expected':>21}"
-    )
-    for r in results:
-        print(
-            f"{r['source']:<12} {r['curl_MBps']:>7.1f} MB/s {r['module_MBps']:>7.1f} MB/s {r['ratio']:>6.2f} "
-            f"{r['net_ratio']:>10.2f} {r['resume_wire_over_remainder']:>23.4f} {r['resume_time_over_expected']:>21.2f}"
-        )
-    for f in fleet:
-        print(
-            f"fleet of {f['hosts']}: upstream {f['upstream_bytes']} bytes for a {f['snapshot_bytes']}-byte snapshot "
-            f"({f['upstream_over_snapshot']:.3f} x), role {f['role_s']} s"
-        )
-    print(json.dumps(report, indent=1))
+    publish(report, args.json, table(args, results, fleet))
     return 0
 
 

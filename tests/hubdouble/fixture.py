@@ -97,6 +97,14 @@ class HubDouble:
                     raise
                 time.sleep(0.05)
 
+    def warm_up(self, *repo_ids: str, timeout: float = 600) -> None:
+        """Have the double hash these repositories now, not in a measurement: it hashes a repository once,
+        on the first request that lists it."""
+        for repo_id in repo_ids:
+            url = f"{self.url}/api/models/{repo_id}/revision/main"
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                assert json.loads(response.read())["sha"]
+
     # -- control -------------------------------------------------------------------------------------------
     def _call(self, method: str, what: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ os.environ.update(
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 from hubdouble.content import flip_byte, make_model_repo, tree_bytes, write_random  # noqa: E402
 from hubdouble.fixture import HubDouble, running_double  # noqa: E402
+from hubdouble.snapshot_module import running_module  # noqa: E402
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import snapshot as sn  # noqa: E402
 from ansible_collections.llmfleet.serve.plugins.modules import model_snapshot  # noqa: E402
@@ -93,22 +93,6 @@ def run_module(
         model_snapshot.main()
     out = capsys.readouterr().out
     return json.loads(out)
-
-
-def module_process(args: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
-    """The module as its own process, the way Ansible runs it (arguments in a JSON file)."""
-    args_file = workdir / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / ".collections"), HOME=str(workdir / "home"))
-    argv = [
-        sys.executable,
-        "-m",
-        "ansible_collections.llmfleet.serve.plugins.modules.model_snapshot",
-        str(args_file),
-    ]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
 
 
 def repo_files(directory: Path) -> dict[str, bytes]:
@@ -216,8 +200,7 @@ def test_killed_at_half_then_rerun_fetches_about_the_remainder(source, hub_doubl
     half = BIG // 2
     hub_double.set_faults({"kind": "stall", "path": big, "after_bytes": half, "seconds": 120, "times": 1})
     root = tmp_path / "models"
-    process = module_process(args_for(hub_double, source, root), tmp_path)
-    try:
+    with running_module(args_for(hub_double, source, root), tmp_path) as process:
         partial = None
         deadline = time.monotonic() + 120
         # Wait until the double has sent half and the client has written (nearly) all of it to the partial file.
@@ -236,9 +219,6 @@ def test_killed_at_half_then_rerun_fetches_about_the_remainder(source, hub_doubl
             assert process.poll() is None, process.communicate()
             time.sleep(0.1)
         assert partial is not None
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
     kept = partial.stat().st_size
     assert half - 11 * MiB < kept <= half
     assert not (root / "acme").exists()  # nothing visible yet
