@@ -152,7 +152,7 @@ def test_detection_does_not_depend_on_file_names(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_h100_list_csv_and_topo_merge_into_one_result():
+def test_h100_list_csv_and_topo_merge_into_one_result(h100_exporter_gpu):
     facts = ns.facts_from_texts(
         [
             fixture_text("h100-80gb-hbm3x1_L_nvidia-gpu-exporter.txt"),
@@ -162,18 +162,7 @@ def test_h100_list_csv_and_topo_merge_into_one_result():
     )
     assert facts.as_dict() == {
         "count": 1,
-        "gpus": [
-            {
-                "index": 0,
-                "name": "NVIDIA H100 80GB HBM3",
-                "uuid": "GPU-00000000-0000-0000-0000-000000000000",
-                "pci_bus_id": "00000000:00:09.0",
-                "memory_total_mib": 81559,
-                "compute_capability": "9.0",
-                "compute_capability_source": "nvidia-smi",
-                "mig_mode": "Disabled",
-            }
-        ],
+        "gpus": [h100_exporter_gpu],
         "mig_devices": [],
         "driver_version": "590.48.01",
         "cuda_version": None,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import pci
 from ansible_collections.llmfleet.serve.plugins.modules import pci_devices
@@ -93,21 +91,15 @@ def test_bad_files_are_named(tmp_path):
         pci.parse_device("0000:02:00.0", {"vendor": "0x10de", "device": "0x2330"})
 
 
-def run_module(args, capsys) -> dict:
-    with patch_module_args(args), pytest.raises(SystemExit):
-        pci_devices.main()
-    return json.loads(capsys.readouterr().out)
-
-
-def test_module_reads_a_tree(tmp_path, capsys):
-    result = run_module({"sysfs_root": str(write_tree(tmp_path, HGX))}, capsys)
+def test_module_reads_a_tree(tmp_path, run_module):
+    result = run_module(pci_devices, {"sysfs_root": str(write_tree(tmp_path, HGX))})
     assert result["changed"] is False
     assert result["nvidia_gpu_count"] == 8
     assert [s["device"] for s in result["nvswitches"]] == ["0x22a3"] * 4
 
 
-def test_module_fails_with_the_bad_file(tmp_path, capsys):
+def test_module_fails_with_the_bad_file(tmp_path, run_module):
     write_tree(tmp_path, {"0000:01:00.0": ("0xnope", "0x2330", "0x030200")})
-    result = run_module({"sysfs_root": str(tmp_path)}, capsys)
+    result = run_module(pci_devices, {"sysfs_root": str(tmp_path)})
     assert result["failed"] is True
     assert "0000:01:00.0/vendor: '0xnope' is not a hexadecimal number" in result["msg"]

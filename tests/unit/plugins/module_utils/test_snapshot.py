@@ -783,18 +783,10 @@ def test_a_source_digest_that_disagrees_with_the_listing_means_fetch_again(tmp_p
 # ---------------------------------------------------------------------------------------------------------------
 # The module shell's argument spec matches its documentation
 # ---------------------------------------------------------------------------------------------------------------
-def test_module_argument_spec_matches_documentation():
+def test_module_argument_spec_matches_documentation(documented_spec):
     from ansible_collections.llmfleet.serve.plugins.modules import model_snapshot
 
-    doc = yaml.safe_load(model_snapshot.DOCUMENTATION)["options"]
-    spec = model_snapshot.argument_spec()
-    assert sorted(doc) == sorted(spec)
-    for name, option in spec.items():
-        assert doc[name]["type"] == option["type"], name
-        assert doc[name].get("default") == option.get("default"), name
-        assert doc[name].get("choices") == option.get("choices"), name
-        assert doc[name].get("required", False) == option.get("required", False), name
-        assert doc[name].get("elements") == option.get("elements"), name
+    spec = documented_spec(model_snapshot)
     assert spec["token"]["no_log"] is True
     returned = yaml.safe_load(model_snapshot.RETURN)
     result_fields = set(sn.SnapshotResult.__dataclass_fields__) - {"warnings", "changed"}

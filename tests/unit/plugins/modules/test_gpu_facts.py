@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import yaml
 from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils import basic
 from ansible.module_utils.common import warnings as ansible_warnings
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
 from ansible_collections.llmfleet.serve.plugins.modules import gpu_facts
@@ -29,15 +26,6 @@ QUERY_LEGACY = ["--query-gpu=index,uuid,name,pci.bus_id,memory.total", "--format
 
 def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
-
-
-def run_module(args: dict[str, Any], capsys) -> dict[str, Any]:
-    with patch_module_args(args), pytest.raises(SystemExit):
-        gpu_facts.main()
-    result = json.loads(capsys.readouterr().out)
-    if "warnings" in result:
-        result["warnings"] = [w if isinstance(w, str) else w["event"]["msg"] for w in result["warnings"]]
-    return result
 
 
 @pytest.fixture(autouse=True)
@@ -80,15 +68,9 @@ def live(monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
-def test_argument_spec_matches_documentation():
+def test_argument_spec_matches_documentation(documented_spec):
+    documented_spec(gpu_facts)
     doc = yaml.safe_load(gpu_facts.DOCUMENTATION)
-    options = doc["options"]
-    spec = gpu_facts.argument_spec()
-    assert sorted(options) == sorted(spec)
-    for name, option in spec.items():
-        assert options[name]["type"] == option["type"], name
-        assert options[name].get("default") == option.get("default"), name
-        assert options[name].get("elements") == option.get("elements"), name
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"
     assert yaml.safe_load(gpu_facts.EXAMPLES)
@@ -116,7 +98,7 @@ def test_return_samples_are_real_results_of_the_fixtures():
 # --------------------------------------------------------------------------------------------
 
 
-def test_src_files_are_merged(tmp_path, capsys):
+def test_src_files_are_merged(tmp_path, run_module):
     paths = []
     for name, target in [
         ("h100-sxm-80gbx8_table_modal-gpu-glossary.txt", "nvidia-smi.out"),
@@ -124,7 +106,7 @@ def test_src_files_are_merged(tmp_path, capsys):
     ]:
         shutil.copyfile(FIXTURES / name, tmp_path / target)
         paths.append(str(tmp_path / target))
-    result = run_module({"src": paths}, capsys)
+    result = run_module(gpu_facts, {"src": paths})
     assert result["changed"] is False
     facts = result["ansible_facts"]["llmfleet_gpu"]
     assert facts["count"] == 8
@@ -135,37 +117,39 @@ def test_src_files_are_merged(tmp_path, capsys):
     assert facts["source"] == ["table", "topo"]
 
 
-def test_src_error_capture_fails_with_advice(capsys):
-    result = run_module({"src": [str(FIXTURES / "err_nvml-mismatch-570_tinygrad-ogkm-issue-47.txt")]}, capsys)
+def test_src_error_capture_fails_with_advice(run_module):
+    result = run_module(
+        gpu_facts, {"src": [str(FIXTURES / "err_nvml-mismatch-570_tinygrad-ogkm-issue-47.txt")]}
+    )
     assert result["failed"] is True
     assert "driver/library version mismatch: reboot or reload the kernel module" in result["msg"]
     assert result["reason"] == "version-mismatch"
     assert result["changed"] is False
 
 
-def test_src_windows_topo_error_becomes_a_warning(capsys):
+def test_src_windows_topo_error_becomes_a_warning(run_module):
     result = run_module(
+        gpu_facts,
         {
             "src": [
                 str(FIXTURES / "rtx-2080-superx1_table-windows-wddm_nvidia-gpu-exporter.txt"),
                 str(FIXTURES / "rtx-2080-superx1_err-topo-usage-windows_nvidia-gpu-exporter.txt"),
             ]
         },
-        capsys,
     )
     assert result["ansible_facts"]["llmfleet_gpu"]["count"] == 1
     assert any("rejected the command line" in w for w in result["warnings"])
 
 
-def test_src_unreadable_file_fails(tmp_path, capsys):
-    result = run_module({"src": [str(tmp_path / "missing.xml")]}, capsys)
+def test_src_unreadable_file_fails(tmp_path, run_module):
+    result = run_module(gpu_facts, {"src": [str(tmp_path / "missing.xml")]})
     assert result["failed"] is True
     assert "cannot read" in result["msg"]
 
 
-def test_src_runs_nothing(live, capsys):
+def test_src_runs_nothing(live, run_module):
     runner = live({})
-    run_module({"src": [str(FIXTURES / "tesla-t4x1_qx-v11_telegraf.xml")]}, capsys)
+    run_module(gpu_facts, {"src": [str(FIXTURES / "tesla-t4x1_qx-v11_telegraf.xml")]})
     assert runner.calls == []
 
 
@@ -174,7 +158,7 @@ def test_src_runs_nothing(live, capsys):
 # --------------------------------------------------------------------------------------------
 
 
-def test_live_host_runs_three_read_only_commands(live, capsys):
+def test_live_host_runs_three_read_only_commands(live, run_module):
     runner = live(
         {
             (SMI, "-q", "-x"): (0, fixture("rtx-a5000x2_qx-v13_telegraf.xml"), ""),
@@ -191,7 +175,7 @@ def test_live_host_runs_three_read_only_commands(live, capsys):
             ),
         }
     )
-    result = run_module({"_ansible_check_mode": True}, capsys)
+    result = run_module(gpu_facts, {"_ansible_check_mode": True})
     assert runner.calls == [[SMI, "-q", "-x"], [SMI, *QUERY], [SMI, "topo", "-m"]]
     facts = result["ansible_facts"]["llmfleet_gpu"]
     assert result["changed"] is False
@@ -203,7 +187,7 @@ def test_live_host_runs_three_read_only_commands(live, capsys):
     assert "warnings" not in result
 
 
-def test_live_host_retries_the_query_without_compute_cap(live, capsys):
+def test_live_host_retries_the_query_without_compute_cap(live, run_module):
     runner = live(
         {
             (SMI, "-q", "-x"): (0, fixture("tesla-t4x1_qx-v11_telegraf.xml"), ""),
@@ -216,14 +200,14 @@ def test_live_host_retries_the_query_without_compute_cap(live, capsys):
             (SMI, "topo", "-m"): (0, "\tGPU0\tCPU Affinity\tNUMA Affinity\nGPU0\t X \t0-7\tN/A\n", ""),
         }
     )
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert [SMI, *QUERY_LEGACY] in runner.calls
     gpu = result["ansible_facts"]["llmfleet_gpu"]["gpus"][0]
     assert (gpu["compute_capability"], gpu["compute_capability_source"]) == ("7.5", "name-table")
     assert "warnings" not in result
 
 
-def test_live_host_without_query_and_topo_still_succeeds(live, capsys):
+def test_live_host_without_query_and_topo_still_succeeds(live, run_module):
     live(
         {
             (SMI, "-q", "-x"): (0, fixture("rtx-2080x2_qx-v13_telegraf.xml"), ""),
@@ -234,7 +218,7 @@ def test_live_host_without_query_and_topo_still_succeeds(live, capsys):
             ),
         }
     )
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     facts = result["ansible_facts"]["llmfleet_gpu"]
     assert facts["count"] == 2
     assert facts["interconnect"] == "unknown"
@@ -243,7 +227,7 @@ def test_live_host_without_query_and_topo_still_succeeds(live, capsys):
     assert any("--query-gpu" in w for w in result["warnings"])
 
 
-def test_live_output_with_nonzero_exit_still_counts(live, capsys):
+def test_live_output_with_nonzero_exit_still_counts(live, run_module):
     xml = fixture("tesla-p100-pcie-16gbx1_qx-v11_netdata.xml")
     live(
         {
@@ -251,7 +235,7 @@ def test_live_output_with_nonzero_exit_still_counts(live, capsys):
             (SMI, "topo", "-m"): (0, "\tGPU0\tCPU Affinity\nGPU0\t X \t0-3\n", ""),
         }
     )
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert result["ansible_facts"]["llmfleet_gpu"]["gpus"][0]["memory_total_mib"] == 16384
     assert any("infoROM is corrupted" in w for w in result["warnings"])
 
@@ -280,35 +264,35 @@ def test_live_output_with_nonzero_exit_still_counts(live, capsys):
         ),
     ],
 )
-def test_live_error_fails_with_the_helpful_message(live, capsys, fixture_name, rc, fragment, reason):
+def test_live_error_fails_with_the_helpful_message(live, run_module, fixture_name, rc, fragment, reason):
     runner = live({(SMI, "-q", "-x"): (rc, fixture(fixture_name), "")})
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert result["failed"] is True
     assert fragment in result["msg"]
     assert result["reason"] == (reason or "nvml-library-missing")
     assert runner.calls == [[SMI, "-q", "-x"]]
 
 
-def test_live_unknown_failure_names_the_command_and_exit_code(live, capsys):
+def test_live_unknown_failure_names_the_command_and_exit_code(live, run_module):
     live({(SMI, "-q", "-x"): (255, "", "Segmentation fault\n")})
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert result["failed"] is True
     assert "`nvidia-smi -q -x` failed with exit code 255: Segmentation fault" in result["msg"]
 
 
-def test_host_without_nvidia_smi_is_a_cpu_host(monkeypatch, capsys):
+def test_host_without_nvidia_smi_is_a_cpu_host(monkeypatch, run_module):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, **kw: None)
     runner = FakeRunner({})
     monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda module, args, **kw: runner(args, **kw))
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert result["changed"] is False
     assert result["ansible_facts"]["llmfleet_gpu"] == ns.empty_facts().as_dict()
     assert result["ansible_facts"]["llmfleet_gpu"]["count"] == 0
     assert runner.calls == []
 
 
-def test_missing_nvidia_smi_path_fails(tmp_path, capsys):
-    result = run_module({"nvidia_smi_path": str(tmp_path / "nvidia-smi")}, capsys)
+def test_missing_nvidia_smi_path_fails(tmp_path, run_module):
+    result = run_module(gpu_facts, {"nvidia_smi_path": str(tmp_path / "nvidia-smi")})
     assert result["failed"] is True
     assert "is not an executable file" in result["msg"]
 
@@ -366,10 +350,10 @@ class MiniNvml:
         return (8, 9)
 
 
-def test_use_nvml_reads_through_pynvml(monkeypatch, live, capsys):
+def test_use_nvml_reads_through_pynvml(monkeypatch, live, run_module):
     runner = live({})
     monkeypatch.setitem(sys.modules, "pynvml", MiniNvml())
-    result = run_module({"use_nvml": True}, capsys)
+    result = run_module(gpu_facts, {"use_nvml": True})
     facts = result["ansible_facts"]["llmfleet_gpu"]
     assert facts["source"] == ["nvml"]
     assert facts["cuda_version"] == "13.2"
@@ -379,7 +363,7 @@ def test_use_nvml_reads_through_pynvml(monkeypatch, live, capsys):
 
 
 @pytest.mark.parametrize("pynvml", [None, MiniNvml(init_error=12)])
-def test_use_nvml_falls_back_to_nvidia_smi(monkeypatch, live, capsys, pynvml):
+def test_use_nvml_falls_back_to_nvidia_smi(monkeypatch, live, run_module, pynvml):
     live(
         {
             (SMI, "-q", "-x"): (0, fixture("tesla-t4x1_qx-v11_telegraf.xml"), ""),
@@ -387,16 +371,16 @@ def test_use_nvml_falls_back_to_nvidia_smi(monkeypatch, live, capsys, pynvml):
         }
     )
     monkeypatch.setitem(sys.modules, "pynvml", pynvml)  # None makes the import fail
-    result = run_module({"use_nvml": True}, capsys)
+    result = run_module(gpu_facts, {"use_nvml": True})
     assert result["ansible_facts"]["llmfleet_gpu"]["source"] == ["xml", "topo"]
     assert any(w.startswith("use_nvml:") for w in result["warnings"])
 
 
-def test_use_nvml_driver_error_fails(monkeypatch, capsys):
+def test_use_nvml_driver_error_fails(monkeypatch, run_module):
     monkeypatch.setitem(sys.modules, "pynvml", MiniNvml(init_error=18))
     MiniNvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
     try:
-        result = run_module({"use_nvml": True}, capsys)
+        result = run_module(gpu_facts, {"use_nvml": True})
     finally:
         del MiniNvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH
     assert result["failed"] is True
@@ -417,33 +401,22 @@ def fake_host(tmp_path, monkeypatch):
     return host
 
 
-def test_live_path_against_the_fake_nvidia_smi(fake_host, capsys):
+def test_live_path_against_the_fake_nvidia_smi(fake_host, run_module, h100_exporter_gpu):
     shutil.copyfile(
         FIXTURES / "h100-80gb-hbm3x1_query-gpu-wide_nvidia-gpu-exporter.csv", fake_host / "query-gpu.csv"
     )
     shutil.copyfile(FIXTURES / "h100-80gb-hbm3x1_topo-ansi_nvidia-gpu-exporter.txt", fake_host / "topo.txt")
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert "warnings" not in result
     facts = result["ansible_facts"]["llmfleet_gpu"]
     assert facts["source"] == ["xml", "csv", "topo"]
-    assert facts["gpus"] == [
-        {
-            "index": 0,
-            "name": "NVIDIA H100 80GB HBM3",
-            "uuid": "GPU-00000000-0000-0000-0000-000000000000",
-            "pci_bus_id": "00000000:00:09.0",
-            "memory_total_mib": 81559,
-            "compute_capability": "9.0",
-            "compute_capability_source": "nvidia-smi",
-            "mig_mode": "Disabled",
-        }
-    ]
+    assert facts["gpus"] == [h100_exporter_gpu]
     assert facts["interconnect"] == "none"
 
 
-def test_live_path_against_the_fake_with_an_old_driver(fake_host, capsys):
+def test_live_path_against_the_fake_with_an_old_driver(fake_host, run_module):
     shutil.copyfile(FIXTURES / "rtx-a5000x2_qx-v13_telegraf.xml", fake_host / "q-x.xml")
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     facts = result["ansible_facts"]["llmfleet_gpu"]
     # compute_cap refused -> retried without it; no topo.txt -> interconnect unknown
     assert [g["compute_capability"] for g in facts["gpus"]] == ["8.6", "8.6"]
@@ -452,9 +425,9 @@ def test_live_path_against_the_fake_with_an_old_driver(fake_host, capsys):
     assert any("interconnect is unknown" in w for w in result["warnings"])
 
 
-def test_live_path_against_the_fake_with_a_driver_error(fake_host, capsys):
+def test_live_path_against_the_fake_with_a_driver_error(fake_host, run_module):
     shutil.copyfile(FIXTURES / "err_nvml-mismatch-570_tinygrad-ogkm-issue-47.txt", fake_host / "error.txt")
-    result = run_module({}, capsys)
+    result = run_module(gpu_facts, {})
     assert result["failed"] is True
     assert "driver/library version mismatch: reboot or reload the kernel module" in result["msg"]
     assert "570.124" in result["msg"]

@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import openai_checks as oc
 from ansible_collections.llmfleet.serve.plugins.modules import openai_check
-
-
-def run_module(args: dict[str, Any], capsys) -> dict[str, Any]:
-    with patch_module_args(args), pytest.raises(SystemExit):
-        openai_check.main()
-    return json.loads(capsys.readouterr().out)
 
 
 @pytest.fixture
@@ -36,22 +27,15 @@ def passing_report(opts: oc.CheckOptions, names: list[str]) -> oc.Report:
     return oc.Report(opts.base_url, opts.model, results, duration_s=0.01)
 
 
-def test_argument_spec_matches_documentation():
-    doc = yaml.safe_load(openai_check.DOCUMENTATION)["options"]
-    spec = openai_check.argument_spec()
-    assert sorted(doc) == sorted(spec)
-    for name, option in spec.items():
-        assert doc[name]["type"] == option["type"], name
-        assert doc[name].get("default") == option.get("default"), name
-        assert doc[name].get("choices") == option.get("choices"), name
-        assert doc[name].get("required", False) == option.get("required", False), name
-        assert doc[name].get("elements") == option.get("elements"), name
+def test_argument_spec_matches_documentation(documented_spec):
+    spec = documented_spec(openai_check)
     assert spec["api_key"]["no_log"] is True
 
 
-def test_connection_refused_fails_with_journal_lines(closed_port_url, capsys):
+def test_connection_refused_fails_with_journal_lines(closed_port_url, run_module):
     lines = [f"vllm[812]: line {i}" for i in range(40)]
     result = run_module(
+        openai_check,
         {
             "base_url": closed_port_url,
             "model": "MiniMax-M2",
@@ -59,7 +43,6 @@ def test_connection_refused_fails_with_journal_lines(closed_port_url, capsys):
             "checks": ["models", "chat"],
             "journal_lines": lines,
         },
-        capsys,
     )
     assert result["failed"] is True
     assert result["changed"] is False
@@ -72,7 +55,7 @@ def test_connection_refused_fails_with_journal_lines(closed_port_url, capsys):
     assert "s3cret" not in json.dumps(result)
 
 
-def test_connection_refused_runs_journalctl_for_the_unit(closed_port_url, capsys, monkeypatch):
+def test_connection_refused_runs_journalctl_for_the_unit(closed_port_url, run_module, monkeypatch):
     calls: list[list[str]] = []
 
     def fake_run_command(self, argv, **_kw):
@@ -82,7 +65,7 @@ def test_connection_refused_runs_journalctl_for_the_unit(closed_port_url, capsys
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, *a, **k: f"/usr/bin/{name}")
     monkeypatch.setattr(basic.AnsibleModule, "run_command", fake_run_command)
     result = run_module(
-        {"base_url": closed_port_url, "model": "MiniMax-M2", "journal_unit": "vllm.service"}, capsys
+        openai_check, {"base_url": closed_port_url, "model": "MiniMax-M2", "journal_unit": "vllm.service"}
     )
     assert calls == [["/usr/bin/journalctl", "-u", "vllm.service", "-n", "30", "--no-pager"]]
     assert result["report"]["journal"]["lines"] == [
@@ -92,19 +75,21 @@ def test_connection_refused_runs_journalctl_for_the_unit(closed_port_url, capsys
     assert "last journal lines of vllm.service:\nNov 25 vllm[1]: Loading weights" in result["msg"]
 
 
-def test_journal_error_is_reported(closed_port_url, capsys, monkeypatch):
+def test_journal_error_is_reported(closed_port_url, run_module, monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, *a, **k: None)
     result = run_module(
-        {"base_url": closed_port_url, "model": "M", "checks": ["models"], "journal_unit": "vllm"}, capsys
+        openai_check,
+        {"base_url": closed_port_url, "model": "M", "checks": ["models"], "journal_unit": "vllm"},
     )
     assert result["report"]["journal"]["error"] == "journalctl is not installed here"
 
 
-def test_passing_report_is_written_atomically(tmp_path: Path, capsys, monkeypatch):
+def test_passing_report_is_written_atomically(tmp_path: Path, run_module, monkeypatch):
     monkeypatch.setattr(oc, "run_checks", lambda client, opts, names: passing_report(opts, names))
     target = tmp_path / "report.json"
     result = run_module(
-        {"base_url": "http://10.0.0.5:8000/v1", "model": "MiniMax-M2", "report_path": str(target)}, capsys
+        openai_check,
+        {"base_url": "http://10.0.0.5:8000/v1", "model": "MiniMax-M2", "report_path": str(target)},
     )
     assert result.get("failed") is None
     assert result["changed"] is False
@@ -113,7 +98,7 @@ def test_passing_report_is_written_atomically(tmp_path: Path, capsys, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left behind
 
 
-def test_check_mode_runs_checks_but_writes_no_report(tmp_path: Path, capsys, monkeypatch):
+def test_check_mode_runs_checks_but_writes_no_report(tmp_path: Path, run_module, monkeypatch):
     ran: list[list[str]] = []
 
     def fake_run(client, opts, names):
@@ -129,30 +114,30 @@ def test_check_mode_runs_checks_but_writes_no_report(tmp_path: Path, capsys, mon
         "report_path": str(target),
         "_ansible_check_mode": True,
     }
-    result = run_module(args, capsys)
+    result = run_module(openai_check, args)
     assert ran == [["models"]]
     assert result["report"]["ok"] is True
     assert not target.exists()
 
 
-def test_missing_report_directory_fails(tmp_path: Path, capsys, monkeypatch):
+def test_missing_report_directory_fails(tmp_path: Path, run_module, monkeypatch):
     monkeypatch.setattr(oc, "run_checks", lambda client, opts, names: passing_report(opts, names))
     target = tmp_path / "nowhere" / "report.json"
-    result = run_module({"base_url": "http://h/v1", "model": "M", "report_path": str(target)}, capsys)
+    result = run_module(openai_check, {"base_url": "http://h/v1", "model": "M", "report_path": str(target)})
     assert result["failed"] is True
     assert result["msg"] == f"report_path: directory {tmp_path / 'nowhere'} does not exist"
 
 
-def test_tool_without_name_fails(capsys):
-    result = run_module({"base_url": "http://h/v1", "model": "M", "tool": {"parameters": {}}}, capsys)
+def test_tool_without_name_fails(run_module):
+    result = run_module(openai_check, {"base_url": "http://h/v1", "model": "M", "tool": {"parameters": {}}})
     assert result["failed"] is True
     assert result["msg"].startswith("tool: the tool definition has no function name")
 
 
-def test_missing_openai_names_library_and_remedy(capsys, monkeypatch):
+def test_missing_openai_names_library_and_remedy(run_module, monkeypatch):
     monkeypatch.setattr(oc, "openai", None)
     monkeypatch.setattr(oc, "OPENAI_IMPORT_ERROR", "ModuleNotFoundError: No module named 'openai'")
-    result = run_module({"base_url": "http://h/v1", "model": "M"}, capsys)
+    result = run_module(openai_check, {"base_url": "http://h/v1", "model": "M"})
     assert result["failed"] is True
     assert "Failed to import the required Python library (openai)" in result["msg"]
     assert "delegate_to: localhost" in result["msg"]

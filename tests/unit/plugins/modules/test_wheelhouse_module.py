@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import wheelhouse as wh
 from ansible_collections.llmfleet.serve.plugins.modules import wheelhouse
@@ -79,33 +77,19 @@ def uv(tmp_path) -> str:
     return str(path)
 
 
-def run(args: dict[str, Any], capsys, check_mode: bool = False) -> dict[str, Any]:
-    if check_mode:
-        args = {**args, "_ansible_check_mode": True}
-    with patch_module_args(args), pytest.raises(SystemExit):
-        wheelhouse.main()
-    return json.loads(capsys.readouterr().out)
-
-
 def args_for(dest: Path, uv: str, **more) -> dict[str, Any]:
     return {"requirements": ["app==1.0"], "dest": str(dest), "uv_path": uv, "exclude": ["cuda-thing"], **more}
 
 
-def test_argument_spec_matches_documentation():
-    doc = yaml.safe_load(wheelhouse.DOCUMENTATION)["options"]
-    spec = wheelhouse.argument_spec()
-    assert set(doc) == set(spec)
-    for name, option in spec.items():
-        assert doc[name]["type"] == option["type"], name
-        assert doc[name].get("default") == option.get("default"), name
-        assert doc[name].get("choices") == option.get("choices"), name
+def test_argument_spec_matches_documentation(documented_spec):
+    documented_spec(wheelhouse)
     yaml.safe_load(wheelhouse.EXAMPLES)
     yaml.safe_load(wheelhouse.RETURN)
 
 
-def test_check_mode_predicts_and_touches_nothing(tmp_path, uv, tools, capsys):
+def test_check_mode_predicts_and_touches_nothing(tmp_path, uv, tools, run_module):
     dest = tmp_path / "wh"
-    result = run(args_for(dest, uv), capsys, check_mode=True)
+    result = run_module(wheelhouse, args_for(dest, uv), check_mode=True)
     assert result["changed"] is True
     assert result["would_download"] == 2
     assert result["excluded"] == ["cuda-dep", "cuda-thing"]
@@ -114,9 +98,9 @@ def test_check_mode_predicts_and_touches_nothing(tmp_path, uv, tools, capsys):
     assert len(tools.named("compile")) == 1
 
 
-def test_build_then_nothing_to_do(tmp_path, uv, tools, capsys):
+def test_build_then_nothing_to_do(tmp_path, uv, tools, run_module):
     dest = tmp_path / "wh"
-    first = run(args_for(dest, uv), capsys)
+    first = run_module(wheelhouse, args_for(dest, uv))
     assert first["changed"] is True
     assert (first["downloaded"], first["reused"]) == (2, 0)
     assert sorted(p.name for p in dest.iterdir()) == [
@@ -139,18 +123,18 @@ def test_build_then_nothing_to_do(tmp_path, uv, tools, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".wheelhouse-")]
 
     for check_mode in (True, False):
-        again = run(args_for(dest, uv), capsys, check_mode=check_mode)
+        again = run_module(wheelhouse, args_for(dest, uv), check_mode=check_mode)
         assert again["changed"] is False
         assert again["key"] == first["key"]
         assert again["packages"] == first["packages"]
     assert len(tools.named("download")) == 1
 
 
-def test_changed_lock_rebuilds_reusing_unchanged_wheels(tmp_path, uv, tools, capsys):
+def test_changed_lock_rebuilds_reusing_unchanged_wheels(tmp_path, uv, tools, run_module):
     dest = tmp_path / "wh"
-    first = run(args_for(dest, uv), capsys)
+    first = run_module(wheelhouse, args_for(dest, uv))
     tools.packages = [*PACKAGES[:1], ("helper", "2.1", "helper-2.1-py3-none-any.whl", b"new helper", "app")]
-    second = run(args_for(dest, uv), capsys)
+    second = run_module(wheelhouse, args_for(dest, uv))
     assert second["changed"] is True
     assert second["key"] != first["key"]
     assert "the lock changed" in second["reason"]
@@ -161,11 +145,11 @@ def test_changed_lock_rebuilds_reusing_unchanged_wheels(tmp_path, uv, tools, cap
     ]
 
 
-def test_given_lock_and_pip_python_skip_resolution_and_venv(tmp_path, uv, tools, capsys):
+def test_given_lock_and_pip_python_skip_resolution_and_venv(tmp_path, uv, tools, run_module):
     lock = tmp_path / "reviewed.lock"
     lock.write_text(lock_text())
     args = {"lock": str(lock), "dest": str(tmp_path / "wh"), "uv_path": uv, "pip_python": "/usr/bin/python3"}
-    result = run(args, capsys)
+    result = run_module(wheelhouse, args)
     assert result["changed"] is True
     assert tools.named("compile") == []
     assert tools.named("venv") == []
@@ -173,20 +157,20 @@ def test_given_lock_and_pip_python_skip_resolution_and_venv(tmp_path, uv, tools,
     assert len(result["packages"]) == 4  # nothing excluded
 
 
-def test_refuses_a_directory_that_is_not_a_wheelhouse(tmp_path, uv, tools, capsys):
+def test_refuses_a_directory_that_is_not_a_wheelhouse(tmp_path, uv, tools, run_module):
     dest = tmp_path / "data"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
-    result = run(args_for(dest, uv), capsys)
+    result = run_module(wheelhouse, args_for(dest, uv))
     assert result["failed"] is True
     assert "not a wheelhouse made by this module" in result["msg"]
     assert tools.calls == []
     assert (dest / "keep.txt").read_text() == "mine"
 
 
-def test_resolver_failure_is_reported_with_its_output(tmp_path, uv, tools, capsys):
+def test_resolver_failure_is_reported_with_its_output(tmp_path, uv, tools, run_module):
     tools.fail_on = "compile"
-    result = run(args_for(tmp_path / "wh", uv), capsys)
+    result = run_module(wheelhouse, args_for(tmp_path / "wh", uv))
     assert result["failed"] is True
     assert result["msg"].startswith("resolving app==1.0 for cp311 x86_64-manylinux_2_36 failed (exit 1)")
     assert "find_links" in result["msg"]
@@ -194,7 +178,7 @@ def test_resolver_failure_is_reported_with_its_output(tmp_path, uv, tools, capsy
     assert not (tmp_path / "wh").exists()
 
 
-def test_download_that_misses_a_wheel_fails(tmp_path, uv, tools, capsys, monkeypatch):
+def test_download_that_misses_a_wheel_fails(tmp_path, uv, tools, run_module, monkeypatch):
     original = tools.__call__
 
     def lose_helper(argv, **kw):
@@ -205,21 +189,21 @@ def test_download_that_misses_a_wheel_fails(tmp_path, uv, tools, capsys, monkeyp
         return rc, out, err
 
     monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, argv, **kw: lose_helper(argv, **kw))
-    result = run(args_for(tmp_path / "wh", uv), capsys)
+    result = run_module(wheelhouse, args_for(tmp_path / "wh", uv))
     assert result["failed"] is True
     assert "no wheel for helper==2.0" in result["msg"]
     assert not (tmp_path / "wh").exists()
 
 
-def test_missing_uv_is_explained(tmp_path, tools, capsys):
-    result = run(args_for(tmp_path / "wh", str(tmp_path / "nope")), capsys)
+def test_missing_uv_is_explained(tmp_path, tools, run_module):
+    result = run_module(wheelhouse, args_for(tmp_path / "wh", str(tmp_path / "nope")))
     assert result["failed"] is True
     assert "uv not found" in result["msg"]
     assert "uv_path" in result["msg"]
 
 
-def test_bad_target_is_refused(tmp_path, uv, tools, capsys):
-    result = run(args_for(tmp_path / "wh", uv, python_version="3"), capsys)
+def test_bad_target_is_refused(tmp_path, uv, tools, run_module):
+    result = run_module(wheelhouse, args_for(tmp_path / "wh", uv, python_version="3"))
     assert result["failed"] is True
     assert "python_version" in result["msg"]
     assert tools.calls == []
