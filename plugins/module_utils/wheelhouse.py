@@ -91,6 +91,24 @@ class Target:
         return python_tag(self.python_version)
 
 
+@dataclass(frozen=True)
+class PackageSources:
+    """Where uv and pip look for packages: an index, more indexes searched after it, and folders (or URLs)
+    of wheels."""
+
+    index_url: str | None = None
+    extra_index_urls: Sequence[str] = ()
+    find_links: Sequence[str] = ()
+
+    def options(self) -> list[str]:
+        argv = ["--index-url", self.index_url] if self.index_url else []
+        for url in self.extra_index_urls:
+            argv += ["--extra-index-url", url]
+        for link in self.find_links:
+            argv += ["--find-links", link]
+        return argv
+
+
 # ---- lock files --------------------------------------------------------------------------------
 def _logical_lines(text: str) -> Iterator[tuple[int, bool, str]]:
     """(first physical line number, indented, line) with backslash continuations joined."""
@@ -492,26 +510,12 @@ def check_manifest(
 
 
 # ---- commands ----------------------------------------------------------------------------------
-def index_options(
-    index_url: str | None = None, extra_index_urls: Sequence[str] = (), find_links: Sequence[str] = ()
-) -> list[str]:
-    """Where uv and pip look for packages: the index, then the extra indexes, and the find-links folders."""
-    argv = ["--index-url", index_url] if index_url else []
-    for url in extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for link in find_links:
-        argv += ["--find-links", link]
-    return argv
-
-
 def compile_argv(
     uv: str,
     requirements_file: str,
     output_file: str,
     target: Target,
-    index_url: str | None = None,
-    extra_index_urls: Sequence[str] = (),
-    find_links: Sequence[str] = (),
+    sources: PackageSources = PackageSources(),
     exclude_newer: str | None = None,
 ) -> list[str]:
     """``uv pip compile`` for the target: hashes on, annotations on (they drive orphan pruning)."""
@@ -533,7 +537,7 @@ def compile_argv(
         "split",
         "--no-header",
     ]
-    argv += index_options(index_url, extra_index_urls, find_links)
+    argv += sources.options()
     if exclude_newer:
         argv += ["--exclude-newer", exclude_newer]
     return argv
@@ -544,9 +548,7 @@ def download_argv(
     lock_file: str,
     dest: str,
     target: Target,
-    index_url: str | None = None,
-    extra_index_urls: Sequence[str] = (),
-    find_links: Sequence[str] = (),
+    sources: PackageSources = PackageSources(),
     require_hashes: bool = True,
 ) -> list[str]:
     """``pip download`` of exactly the lock's wheels for another interpreter and platform.
@@ -579,7 +581,7 @@ def download_argv(
     ]
     for platform in pip_platforms(target.platform):
         argv += ["--platform", platform]
-    argv += index_options(index_url, extra_index_urls, find_links)
+    argv += sources.options()
     if require_hashes:
         argv.append("--require-hashes")
     argv += ["-r", lock_file]
@@ -596,21 +598,15 @@ def render_download_lock(entries: Sequence[LockEntry]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _offline_install_options(wheelhouse: str) -> list[str]:
+    """The wheelhouse's lock from the wheelhouse alone: no index, no resolver, hashes checked."""
+    lock = f"{wheelhouse.rstrip('/')}/{LOCK_NAME}"
+    return ["--no-index", "--find-links", wheelhouse, "--no-deps", "--require-hashes", "-r", lock]
+
+
 def install_argv_pip(python: str, wheelhouse: str) -> list[str]:
     """How a host installs the wheelhouse with pip (no index, no resolver, hashes checked)."""
-    return [
-        python,
-        "-m",
-        "pip",
-        "install",
-        "--no-index",
-        "--find-links",
-        wheelhouse,
-        "--no-deps",
-        "--require-hashes",
-        "-r",
-        f"{wheelhouse.rstrip('/')}/{LOCK_NAME}",
-    ]
+    return [python, "-m", "pip", "install", *_offline_install_options(wheelhouse)]
 
 
 def install_argv_uv(uv: str, python: str, wheelhouse: str) -> list[str]:
@@ -623,11 +619,5 @@ def install_argv_uv(uv: str, python: str, wheelhouse: str) -> list[str]:
         "--python",
         python,
         "--offline",
-        "--no-index",
-        "--find-links",
-        wheelhouse,
-        "--no-deps",
-        "--require-hashes",
-        "-r",
-        f"{wheelhouse.rstrip('/')}/{LOCK_NAME}",
+        *_offline_install_options(wheelhouse),
     ]

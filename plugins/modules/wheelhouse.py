@@ -355,6 +355,9 @@ class Builder:
         self.module = module
         self.p = module.params
         self.target = wh.Target(self.p["python_version"], self.p["platform"])
+        self.sources = wh.PackageSources(
+            self.p["index_url"], self.p["extra_index_urls"], self.p["find_links"]
+        )
 
     def fail(self, msg: str, **extra: Any) -> None:
         self.module.fail_json(msg=msg, changed=False, **extra)
@@ -396,9 +399,7 @@ class Builder:
             req_file,
             out_file,
             self.target,
-            index_url=self.p["index_url"],
-            extra_index_urls=self.p["extra_index_urls"],
-            find_links=self.p["find_links"],
+            self.sources,
             exclude_newer=self.p["exclude_newer"],
         )
         self.run(
@@ -423,7 +424,7 @@ class Builder:
         )
         python = os.path.join(venv, "bin", "python")
         argv = [uv, "pip", "install", "--no-config", "--quiet", "--python", python, self.p["pip_requirement"]]
-        argv += wh.index_options(self.p["index_url"], find_links=self.p["find_links"])
+        argv += wh.PackageSources(self.p["index_url"], find_links=self.p["find_links"]).options()
         self.run(argv, f"installing {self.p['pip_requirement']} into a throwaway venv")
         return python
 
@@ -450,9 +451,7 @@ class Builder:
                 download_lock,
                 wheels,
                 self.target,
-                index_url=self.p["index_url"],
-                extra_index_urls=self.p["extra_index_urls"],
-                find_links=self.p["find_links"],
+                self.sources,
                 require_hashes=all(e.hashes for e in missing),
             )
             self.run(

@@ -421,8 +421,7 @@ def test_compile_argv():
         "req.in",
         "out.lock",
         TARGET,
-        index_url="https://pypi.org/simple",
-        find_links=["/opt/wheels"],
+        wh.PackageSources("https://pypi.org/simple", find_links=["/opt/wheels"]),
         exclude_newer="2026-11-01",
     )
     assert argv[:4] == ["/uv", "pip", "compile", "--no-config"]
@@ -436,7 +435,7 @@ def test_compile_argv():
 
 def test_download_argv():
     argv = wh.download_argv(
-        "/py", "dl.lock", "/wh", TARGET, index_url="https://m/simple", find_links=["/opt/wheels"]
+        "/py", "dl.lock", "/wh", TARGET, wh.PackageSources("https://m/simple", find_links=["/opt/wheels"])
     )
     assert argv[:5] == ["/py", "-m", "pip", "--isolated", "--disable-pip-version-check"]
     assert {"download", "--no-deps", "--only-binary=:all:", "--require-hashes"} <= set(argv)
@@ -450,18 +449,21 @@ def test_download_argv():
     assert "--index-url" not in no_hashes
 
 
-def test_index_options_name_the_index_then_extra_indexes_then_find_links():
-    assert wh.index_options(
-        "https://m/simple", extra_index_urls=["https://a/simple", "https://b/simple"], find_links=["/w1", "/w2"]
-    ) == [
+def test_package_sources_name_the_index_then_extra_indexes_then_find_links():
+    sources = wh.PackageSources(
+        "https://m/simple",
+        extra_index_urls=["https://a/simple", "https://b/simple"],
+        find_links=["/w1", "/w2"],
+    )
+    assert sources.options() == [
         "--index-url", "https://m/simple",
         "--extra-index-url", "https://a/simple",
         "--extra-index-url", "https://b/simple",
         "--find-links", "/w1",
         "--find-links", "/w2",
     ]  # fmt: skip
-    assert wh.index_options(None, find_links=["/w"]) == ["--find-links", "/w"]
-    assert wh.index_options() == []
+    assert wh.PackageSources(None, find_links=["/w"]).options() == ["--find-links", "/w"]
+    assert wh.PackageSources().options() == []
 
 
 def test_install_argv():
