@@ -256,6 +256,7 @@ class DoubleState:
             self.files: dict[str, dict[str, dict[str, Any]]] = {}
             self.bytes_total = 0
             self.log: list[dict[str, Any]] = []
+            self.stats_since = time.monotonic()
 
     def set_faults(self, faults: list[dict[str, Any]], append: bool = False) -> list[Fault]:
         parsed = [Fault.from_dict(f) for f in faults]
@@ -313,8 +314,12 @@ class DoubleState:
             self.file_entry(repo, path)["bytes"] += n
             self.bytes_total += n
 
-    def add_log(self, record: dict[str, Any]) -> None:
+    def add_log(self, record: dict[str, Any], started: float) -> None:
+        """Log a finished request. It is logged after its response went out, so a client may reset the
+        stats in between: a request that started before the reset is not logged."""
         with self.lock:
+            if started < self.stats_since:
+                return
             self.log.append(record)
             del self.log[:-1000]
 
@@ -364,6 +369,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        started = time.monotonic()
         self._status_sent = 0
         self._body_bytes = 0
         self._rate: int | None = None
@@ -392,7 +398,8 @@ class HubHandler(BaseHTTPRequestHandler):
                         "bytes": self._body_bytes,
                         "auth": bool(self.headers.get("Authorization")),
                         "time": time.time(),
-                    }
+                    },
+                    started,
                 )
 
     def send_response(self, code: int, message: str | None = None) -> None:
