@@ -18,7 +18,7 @@ Two ways to run, both skipped when their environment is missing:
     * another model's tool parser: the MiniMax XML stays in ``content``, and ``tool_call`` says so;
     * a stopped server: connection refused, with the service-down diagnosis.
 
-Run (four server starts, 5-8 minutes on 2 cores)::
+Run (four server starts, shared with test_vllm_cpu_tiny.py; 5-8 minutes on 2 cores)::
 
     venv=$(.venv/bin/python lab/serve_tiny.py --prepare | python3 -c 'import json,sys; print(json.load(sys.stdin)["venv"])')
     LLMFLEET_VLLM_VENV=$venv .venv/bin/pytest tests/integration/test_openai_check.py
@@ -26,14 +26,9 @@ Run (four server starts, 5-8 minutes on 2 cores)::
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,26 +36,7 @@ import pytest
 from ansible_collections.llmfleet.serve.plugins.module_utils import openai_checks as oc
 
 REPO = Path(__file__).resolve().parents[2]
-VENV = os.environ.get("LLMFLEET_VLLM_VENV")
-START_TIMEOUT_S = 600
-API_KEY = "llmfleet-test-key"
 MAX_TOKENS = 64  # the tiny model's script is 14 tokens; its context is 1024
-
-needs_vllm = pytest.mark.skipif(
-    not VENV, reason="set LLMFLEET_VLLM_VENV to a venv with vllm-cpu (see lab/serve_tiny.py --prepare)"
-)
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
-build = _load("llmfleet_tinymodel_build", REPO / "lab" / "tinymodel" / "build.py")
 
 
 # --- an endpoint that is already running ----------------------------------------------------------
@@ -82,93 +58,22 @@ def test_running_endpoint_passes_every_check():
     assert report.ok, report.summary()
 
 
-# --- servers started by the tests ----------------------------------------------------------------
-
-# Server flavours, as lab/serve_tiny.py's server_argv() arguments.
-REFERENCE = {"extra": ["--api-key", API_KEY]}  # the original deployment guide: append_think, minimax_m2 tools
-BARE = {"tool_parser": None, "reasoning_parser": None}  # no parsers, no key
-UPSTREAM = {"reasoning_parser": "minimax_m2", "extra": ["--api-key", API_KEY]}  # current upstream recipes
-OTHER_TOOL_PARSER = {"tool_parser": "pythonic", "reasoning_parser": "minimax_m2"}  # another model's parser
+# --- servers started by the tests (tests/integration/conftest.py) -------------------------------
 
 
-@dataclass
-class Server:
-    flags: dict
-    base_url: str
-    pid: int
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Servers:
-    """Starts vLLM servers one at a time: asking for other flags stops the running server first."""
-
-    def __init__(self, model_dir: Path, workdir: Path):
-        self.model_dir = model_dir
-        self.workdir = workdir
-        self.current: Server | None = None
-        self.process: subprocess.Popen | None = None
-
-    def get(self, flags: dict) -> Server:
-        if self.current is not None and self.current.flags == flags:
-            return self.current
-        self.stop()
-        port = _free_port()
-        log_path = self.workdir / f"vllm-{port}.log"
-        self.process = serve.start(serve.server_argv(Path(VENV), self.model_dir, port, **flags), log_path)
-        self.current = Server(flags, f"http://127.0.0.1:{port}/v1", self.process.pid)
-        try:
-            serve.wait_healthy(f"http://127.0.0.1:{port}", self.process.pid, log_path, START_TIMEOUT_S)
-        except serve.ServeError as exc:
-            self.stop()
-            pytest.fail(f"vLLM did not become healthy with {flags}: {exc}")
-        return self.current
-
-    def stop(self) -> None:
-        if self.process is not None:
-            serve.stop(self.process.pid)
-            self.process.wait(timeout=30)
-        self.current = None
-        self.process = None
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("tiny-model")
-    build.write_model(out)
-    return out, json.loads((out / "llmfleet_script.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def servers(tiny_model, tmp_path_factory) -> Iterator[Servers]:
-    manager = Servers(tiny_model[0], tmp_path_factory.mktemp("vllm"))
-    try:
-        yield manager
-    finally:
-        manager.stop()
-
-
-def _opts(server: Server, **kw) -> oc.CheckOptions:
-    kw.setdefault("api_key", API_KEY)
+def _opts(server, **kw) -> oc.CheckOptions:
+    kw.setdefault("api_key", server.api_key)
     return oc.CheckOptions(model="llmfleet/tiny", base_url=server.base_url, max_tokens=MAX_TOKENS, **kw)
 
 
-def _run(server: Server, names=oc.CHECKS, **kw) -> oc.Report:
+def _run(server, names=oc.CHECKS, **kw) -> oc.Report:
     opts = _opts(server, **kw)
     return oc.run_checks(oc.make_client(opts), opts, names)
 
 
-# The tests are grouped by server flags so that each server starts once.
-
-
-@needs_vllm
-def test_reference_flags_pass_every_check(servers, tiny_model):
-    server = servers.get(REFERENCE)
-    report = _run(server, expect_reasoning_parser="minimax_m2_append_think")
+@pytest.mark.vllm_server("reference")
+def test_reference_flags_pass_every_check(vllm_server, tiny_model):
+    report = _run(vllm_server, expect_reasoning_parser="minimax_m2_append_think")
     data = report.to_dict()
     assert report.ok, report.summary()
     assert data["reasoning_parser"] == "minimax_m2_append_think"
@@ -185,14 +90,13 @@ def test_reference_flags_pass_every_check(servers, tiny_model):
     assert checks["chat"]["details"]["text_excerpt"].startswith("<think>" + script["reasoning"])
 
 
-@needs_vllm
-def test_reference_flags_through_ansible(servers, tmp_path):
-    server = servers.get(REFERENCE)
+@pytest.mark.vllm_server("reference")
+def test_reference_flags_through_ansible(vllm_server, tmp_path):
     report_path = tmp_path / "report.json"
     args = {
-        "base_url": server.base_url,
+        "base_url": vllm_server.base_url,
         "model": "llmfleet/tiny",
-        "api_key": API_KEY,
+        "api_key": vllm_server.api_key,
         "max_tokens": MAX_TOKENS,
         "sampling": {"temperature": 1.0, "top_p": 0.95, "top_k": 20},
         "expect_reasoning_parser": "minimax_m2_append_think",
@@ -203,17 +107,16 @@ def test_reference_flags_through_ansible(servers, tmp_path):
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"changed": false' in done.stdout
-    assert API_KEY not in done.stdout
+    assert vllm_server.api_key not in done.stdout
     report = json.loads(report_path.read_text())
     assert (report["ok"], report["failed"]) == (True, [])
     assert report["checks"]["sampling"]["details"]["sent"] == {"temperature": 1.0, "top_p": 0.95}
     assert report["checks"]["sampling"]["details"]["extra_body"] == {"top_k": 20}
 
 
-@needs_vllm
-def test_wrong_served_name_lists_the_served_one(servers):
-    server = servers.get(REFERENCE)
-    opts = _opts(server)
+@pytest.mark.vllm_server("reference")
+def test_wrong_served_name_lists_the_served_one(vllm_server):
+    opts = _opts(vllm_server)
     opts.model = "MiniMax-M2"
     report = oc.run_checks(oc.make_client(opts), opts, ["models", "chat"])
     models, chat = report.results
@@ -223,19 +126,17 @@ def test_wrong_served_name_lists_the_served_one(servers):
     assert "the server serves: llmfleet/tiny" in chat.diagnosis
 
 
-@needs_vllm
-def test_wrong_key_is_diagnosed(servers):
-    server = servers.get(REFERENCE)
-    report = _run(server, ["models", "auth"], api_key="not-the-key")
+@pytest.mark.vllm_server("reference")
+def test_wrong_key_is_diagnosed(vllm_server):
+    report = _run(vllm_server, ["models", "auth"], api_key="not-the-key")
     models, auth = report.results
     assert (models.error_kind, models.diagnosis) == ("unauthorized", oc.DIAG_KEY_REFUSED)
     assert (auth.error, auth.diagnosis) == ("the configured key is refused (401)", oc.DIAG_KEY_REFUSED)
 
 
-@needs_vllm
-def test_bare_server_fails_tool_call_reasoning_and_auth_with_causes(servers):
-    server = servers.get(BARE)
-    report = _run(server)
+@pytest.mark.vllm_server("bare")
+def test_bare_server_fails_tool_call_reasoning_and_auth_with_causes(vllm_server):
+    report = _run(vllm_server)
     failed = {r.name: r for r in report.failed}
     assert sorted(failed) == ["auth", "reasoning", "tool_call"], report.summary()
     # vLLM refuses tool_choice=auto outright without --enable-auto-tool-choice --tool-call-parser.
@@ -248,15 +149,14 @@ def test_bare_server_fails_tool_call_reasoning_and_auth_with_causes(servers):
     assert failed["auth"].error == "a request without a key got 200, expected 401"
     assert report.to_dict()["reasoning_parser"] == "none"
     # Without a configured key the auth check is skipped, and expecting no parser passes.
-    relaxed = _run(server, ["reasoning", "auth"], api_key=None, expect_reasoning_parser="none")
+    relaxed = _run(vllm_server, ["reasoning", "auth"], api_key=None, expect_reasoning_parser="none")
     assert relaxed.ok, relaxed.summary()
     assert relaxed.results[1].skipped
 
 
-@needs_vllm
-def test_upstream_flags_reasoning_is_minimax_m2(servers, tiny_model):
-    server = servers.get(UPSTREAM)
-    report = _run(server, expect_reasoning_parser="minimax_m2")
+@pytest.mark.vllm_server("upstream")
+def test_upstream_flags_reasoning_is_minimax_m2(vllm_server, tiny_model):
+    report = _run(vllm_server, expect_reasoning_parser="minimax_m2")
     # The tiny model answers every chat with thinking plus a tool call. With both minimax_m2 parsers
     # and no tools in the request, vLLM drops the call from `content`, leaving only `reasoning`: the
     # chat check must say so. Everything else passes.
@@ -270,25 +170,26 @@ def test_upstream_flags_reasoning_is_minimax_m2(servers, tiny_model):
     assert reasoning["behaves_like"] == "minimax_m2"
     assert reasoning["reasoning_excerpt"] == tiny_model[1]["reasoning"]
     assert (reasoning["content_has_think_open"], reasoning["content_has_think_close"]) == (False, False)
-    wrong = _run(server, ["reasoning"], expect_reasoning_parser="minimax_m2_append_think").results[0]
+    wrong = _run(vllm_server, ["reasoning"], expect_reasoning_parser="minimax_m2_append_think").results[0]
     assert wrong.error == "reasoning output looks like `minimax_m2`, expected `minimax_m2_append_think`"
 
 
-@needs_vllm
-def test_other_tool_parser_leaves_xml_in_content(servers, tiny_model):
-    server = servers.get(OTHER_TOOL_PARSER)
-    result = _run(server, ["tool_call"], api_key=None).results[0]
+@pytest.mark.vllm_server("other_tool_parser")
+def test_other_tool_parser_leaves_xml_in_content(vllm_server, tiny_model):
+    result = _run(vllm_server, ["tool_call"], api_key=None).results[0]
     assert not result.ok
     assert result.error == "no parsed tool call in the answer"
     assert result.diagnosis == oc.DIAG_TOOL_PARSER
     assert result.details["content_excerpt"].strip() == tiny_model[1]["tool_call_xml"].strip()
 
 
-@needs_vllm
-def test_stopped_server_is_connection_refused(servers):
-    server = servers.get(OTHER_TOOL_PARSER)
-    servers.stop()
-    report = _run(server, ["models", "chat"], api_key=None)
+@pytest.mark.vllm_server("other_tool_parser")
+def test_stopped_server_is_connection_refused(vllm_server, vllm_servers):
+    vllm_servers.stop()
+    report = _run(vllm_server, ["models", "chat"], api_key=None)
     models, chat = report.results
     assert (models.error_kind, models.diagnosis) == ("connection_refused", oc.DIAG_CONNECTION_REFUSED)
     assert chat.error_kind == "not_run"
+
+
+# Each test's marker names the server flags it needs (tests/integration/conftest.py).

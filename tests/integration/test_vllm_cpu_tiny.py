@@ -6,37 +6,27 @@ Skipped unless ``LLMFLEET_VLLM_VENV`` points to a Python 3.11 virtual environmen
     venv=$(.venv/bin/python lab/serve_tiny.py --prepare | python3 -c 'import json,sys; print(json.load(sys.stdin)["venv"])')
     LLMFLEET_VLLM_VENV=$venv .venv/bin/pytest tests/integration/test_vllm_cpu_tiny.py
 
-The tests build the tiny model, then start two servers one after the other (each start takes one to
-three minutes on 2 cores) and stop each one, its whole process group, before going on:
+The servers are tests/integration/conftest.py's (shared with test_openai_check.py):
 
 - with MiniMax-M2's flags (``--enable-auto-tool-choice --tool-call-parser minimax_m2
   --reasoning-parser minimax_m2_append_think``): health, models, completion, chat, streaming, and a
   ``get_weather`` tool call parsed into ``tool_calls``, streamed and not;
-- without ``--tool-call-parser``: the tool-call XML comes back in ``content`` and ``tool_calls`` is
-  empty, and a request with ``tool_choice="auto"`` is refused.
+- without parsers: the tool-call XML comes back in ``content`` and ``tool_calls`` is empty, and a
+  request with ``tool_choice="auto"`` is refused.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 VENV = os.environ.get("LLMFLEET_VLLM_VENV")
-START_TIMEOUT_S = 600
-
-pytestmark = pytest.mark.skipif(
-    not VENV, reason="set LLMFLEET_VLLM_VENV to a venv with vllm-cpu (see lab/serve_tiny.py --prepare)"
-)
+SERVED = "llmfleet/tiny"
 
 WEATHER_TOOL = {
     "type": "function",
@@ -56,52 +46,19 @@ WEATHER_TOOL = {
 QUESTION = [{"role": "user", "content": "What is the weather in San Francisco?"}]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
-build = _load("llmfleet_tinymodel_build", REPO / "lab" / "tinymodel" / "build.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def model_dir(tiny_model) -> Path:
+    return tiny_model[0]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-model")
-    build.write_model(out)
-    return out
+def script(tiny_model) -> dict:
+    return tiny_model[1]
 
 
-@pytest.fixture(scope="module")
-def script(model_dir) -> dict:
-    return json.loads((model_dir / "llmfleet_script.json").read_text())
-
-
-def run_server(model_dir: Path, tmp_path: Path, **flags) -> Iterator[tuple[str, float]]:
-    port = free_port()
-    argv = serve.server_argv(Path(VENV), model_dir, port, **flags)
-    log_path = tmp_path / f"vllm-{port}.log"
-    process = serve.start(argv, log_path)
-    try:
-        seconds = serve.wait_healthy(f"http://127.0.0.1:{port}", process.pid, log_path, START_TIMEOUT_S)
-        yield f"http://127.0.0.1:{port}", seconds
-    finally:
-        serve.stop(process.pid)
-        process.wait(timeout=30)
-
-
-def client(base: str):
+def client(server):
     openai = pytest.importorskip("openai")
-    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=120, max_retries=0)
+    return openai.OpenAI(base_url=server.base_url, api_key=server.api_key, timeout=120, max_retries=0)
 
 
 def collect_stream(stream) -> tuple[str, dict[int, dict[str, str]], int, str | None]:
@@ -124,6 +81,7 @@ def collect_stream(stream) -> tuple[str, dict[int, dict[str, str]], int, str | N
     return "".join(content), calls, chunks, finish
 
 
+@pytest.mark.skipif(not VENV, reason="set LLMFLEET_VLLM_VENV to a venv with vllm-cpu")
 def test_tokenizer_loads_offline_with_transformers(model_dir, script):
     """vLLM loads the tokenizer with transformers' AutoTokenizer, without network."""
     code = (
@@ -160,54 +118,38 @@ def test_tokenizer_loads_offline_with_transformers(model_dir, script):
     assert out["n"] < 128
 
 
-@pytest.fixture(scope="class")
-def minimax_server(model_dir, tmp_path_factory):
-    """MiniMax-M2's flags; stopped when the class that uses it is done."""
-    yield from run_server(model_dir, tmp_path_factory.mktemp("server"))
-
-
-@pytest.fixture(scope="class")
-def plain_server(model_dir, tmp_path_factory):
-    """No --tool-call-parser (the reasoning parser stays)."""
-    yield from run_server(model_dir, tmp_path_factory.mktemp("server-noparser"), tool_parser=None)
-
-
+@pytest.mark.vllm_server("reference")
 class TestWithMiniMaxParsers:
     @pytest.fixture
-    def server(self, minimax_server):
-        return minimax_server
+    def server(self, vllm_server):
+        return vllm_server
 
     def test_health_version_and_models(self, server):
-        base, _ = server
-        with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
             assert response.status == 200
             assert response.read() == b""
-        with urllib.request.urlopen(f"{base}/version", timeout=5) as response:
+        with urllib.request.urlopen(f"{server.url}/version", timeout=5) as response:
             assert json.load(response)["version"] == "0.32.0"
-        models = client(base).models.list()
-        assert [m.id for m in models.data] == [serve.SERVED_MODEL_NAME]
+        models = client(server).models.list()
+        assert [m.id for m in models.data] == [SERVED]
         assert models.data[0].max_model_len == 1024
 
     def test_completion_continues_the_script(self, server, script):
-        answer = client(server[0]).completions.create(
-            model=serve.SERVED_MODEL_NAME, prompt="Hello", max_tokens=64
-        )
+        answer = client(server).completions.create(model=SERVED, prompt="Hello", max_tokens=64)
         assert answer.choices[0].text == script["text"]
         assert answer.choices[0].finish_reason == "stop"
         assert answer.usage.completion_tokens == len(script["script_token_ids"])
 
     def test_chat_keeps_thinking_in_content(self, server, script):
         """minimax_m2_append_think: content is "<think>" + the model's output; no tools, no parsing."""
-        answer = client(server[0]).chat.completions.create(
-            model=serve.SERVED_MODEL_NAME, messages=QUESTION, max_tokens=64
-        )
+        answer = client(server).chat.completions.create(model=SERVED, messages=QUESTION, max_tokens=64)
         message = answer.choices[0].message
         assert message.content == "<think>" + script["text"]
         assert not message.tool_calls
 
     def test_streaming_chat(self, server, script):
-        stream = client(server[0]).chat.completions.create(
-            model=serve.SERVED_MODEL_NAME, messages=QUESTION, max_tokens=64, stream=True
+        stream = client(server).chat.completions.create(
+            model=SERVED, messages=QUESTION, max_tokens=64, stream=True
         )
         content, calls, chunks, finish = collect_stream(stream)
         assert content == "<think>" + script["text"]
@@ -216,8 +158,8 @@ class TestWithMiniMaxParsers:
         assert finish == "stop"
 
     def test_tool_call_is_parsed(self, server, script):
-        answer = client(server[0]).chat.completions.create(
-            model=serve.SERVED_MODEL_NAME,
+        answer = client(server).chat.completions.create(
+            model=SERVED,
             messages=QUESTION,
             tools=[WEATHER_TOOL],
             max_tokens=64,
@@ -235,8 +177,8 @@ class TestWithMiniMaxParsers:
         assert (choice.message.content or "").startswith("<think>" + script["reasoning"])
 
     def test_tool_call_is_parsed_when_streamed(self, server):
-        stream = client(server[0]).chat.completions.create(
-            model=serve.SERVED_MODEL_NAME, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64, stream=True
+        stream = client(server).chat.completions.create(
+            model=SERVED, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64, stream=True
         )
         content, calls, _, finish = collect_stream(stream)
         assert finish == "tool_calls"
@@ -245,14 +187,15 @@ class TestWithMiniMaxParsers:
         assert "<minimax:tool_call>" not in content
 
 
-class TestWithoutToolParser:
+@pytest.mark.vllm_server("bare")
+class TestWithoutParsers:
     @pytest.fixture
-    def server(self, plain_server):
-        return plain_server
+    def server(self, vllm_server):
+        return vllm_server
 
     def test_tool_call_xml_comes_back_in_content(self, server, script):
-        answer = client(server[0]).chat.completions.create(
-            model=serve.SERVED_MODEL_NAME,
+        answer = client(server).chat.completions.create(
+            model=SERVED,
             messages=QUESTION,
             tools=[WEATHER_TOOL],
             tool_choice="none",
@@ -266,7 +209,7 @@ class TestWithoutToolParser:
     def test_auto_tool_choice_is_refused(self, server):
         openai = pytest.importorskip("openai")
         with pytest.raises(openai.BadRequestError) as err:
-            client(server[0]).chat.completions.create(
-                model=serve.SERVED_MODEL_NAME, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64
+            client(server).chat.completions.create(
+                model=SERVED, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64
             )
         assert "tool-call-parser" in str(err.value)
