@@ -10,7 +10,6 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.llmfleet.serve.plugins.module_utils.weights_fanout import (
     FanoutError,
     peer_seeds,
-    rsync_rsh,
     snapshot_delta,
 )
 
@@ -31,6 +30,5 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "snapshot_delta": _shell(snapshot_delta),
-            "rsync_rsh": _shell(rsync_rsh),
             "peer_seeds": _shell(peer_seeds),
         }

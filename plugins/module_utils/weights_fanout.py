@@ -5,22 +5,16 @@ group) and copies it to the other hosts with rsync. These pure functions make it
 
 - :func:`snapshot_delta` compares the origin's manifest with the host's (``.llmfleet-manifest.json``, see
   ``snapshot.py``) and lists the files the host lacks, by path, size and sha256. No file is read.
-- :func:`rsync_rsh` builds rsync's ``--rsh`` command from the play's own SSH settings for a host, so the
-  copy travels exactly the way Ansible reaches the host (port, key, jump host, options).
 - :func:`peer_seeds` picks the seed host of each group for peer distribution.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.snapshot import Manifest, ManifestError
-
-#: what Ansible does with host_key_checking = false: neither check nor record host keys
-NO_HOST_KEY_CHECKING = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
 
 class FanoutError(ValueError):
@@ -86,51 +80,6 @@ def snapshot_delta(origin: Mapping[str, Any], host: Mapping[str, Any] | str | No
         "total_bytes": wanted.total_bytes,
         "host_manifest": state,
     }
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def rsync_rsh(conn: Mapping[str, Any]) -> str:
-    """rsync's ``--rsh`` for one host, from the play's SSH settings for it.
-
-    ``conn`` keys (all optional): ``port``, ``private_key_file``, ``ssh_common_args``, ``ssh_extra_args``
-    (strings as in the inventory, passed through as written: rsync splits them on spaces and honours
-    quotes, like the ssh connection plugin), ``host_key_checking`` (Ansible's setting; when false, host keys
-    are neither checked nor recorded, as Ansible does), ``ssh_executable`` (default ``ssh``).
-    ``BatchMode=yes`` is always set, so a missing key fails at once instead of prompting.
-    """
-    unknown = set(conn) - {
-        "port",
-        "private_key_file",
-        "ssh_common_args",
-        "ssh_extra_args",
-        "host_key_checking",
-        "ssh_executable",
-    }
-    if unknown:
-        raise FanoutError(f"rsync_rsh: unknown connection setting(s): {', '.join(sorted(unknown))}")
-    port = conn.get("port") or 22
-    try:
-        port = int(port)
-    except (TypeError, ValueError) as exc:
-        raise FanoutError(f"rsync_rsh: port must be a number, got {conn.get('port')!r}") from exc
-    if not 0 < port < 65536:
-        raise FanoutError(f"rsync_rsh: port {port} is out of range")
-    parts = [shlex.quote(str(conn.get("ssh_executable") or "ssh")), "-p", str(port), "-o", "BatchMode=yes"]
-    key = conn.get("private_key_file")
-    if key:
-        parts += ["-i", shlex.quote(str(key))]
-    for name in ("ssh_common_args", "ssh_extra_args"):
-        value = str(conn.get(name) or "").strip()
-        if value:
-            parts.append(value)
-    if not _flag(conn.get("host_key_checking", True)):
-        parts.append(NO_HOST_KEY_CHECKING)
-    return " ".join(parts)
 
 
 def peer_seeds(hosts: Sequence[str], groups: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shlex
 
 import pytest
 from ansible.errors import AnsibleFilterError
@@ -101,58 +100,6 @@ def test_delta_bad_origin_manifest_is_refused_with_its_name():
         wf.snapshot_delta({"format": 2}, None)
     with pytest.raises(AnsibleFilterError, match="origin manifest"):
         FILTERS["snapshot_delta"]({"format": 2})
-
-
-# ---- rsync_rsh ------------------------------------------------------------------------------------------------
-def test_rsh_from_molecule_like_settings():
-    rsh = wf.rsync_rsh(
-        {
-            "port": 22,
-            "private_key_file": "/var/lib/llmfleet-lab/mol-x/id_ed25519",
-            "ssh_common_args": "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
-            "ssh_extra_args": "",
-            "host_key_checking": False,
-        }
-    )
-    assert shlex.split(rsh) == [
-        "ssh", "-p", "22", "-o", "BatchMode=yes", "-i", "/var/lib/llmfleet-lab/mol-x/id_ed25519",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-    ]  # fmt: skip
-
-
-def test_rsh_keeps_quoted_options_and_quotes_the_key():
-    rsh = wf.rsync_rsh(
-        {
-            "port": "2222",
-            "private_key_file": "/keys/my key",
-            "ssh_common_args": "-o ProxyCommand='ssh -W %h:%p bastion'",
-            "host_key_checking": "true",
-        }
-    )
-    assert shlex.split(rsh) == [
-        "ssh", "-p", "2222", "-o", "BatchMode=yes", "-i", "/keys/my key",
-        "-o", "ProxyCommand=ssh -W %h:%p bastion",
-    ]  # fmt: skip
-
-
-def test_rsh_defaults():
-    assert wf.rsync_rsh({}) == "ssh -p 22 -o BatchMode=yes"
-
-
-@pytest.mark.parametrize(
-    ("conn", "message"),
-    [
-        ({"port": "ssh"}, "port must be a number"),
-        ({"port": 70000}, "out of range"),
-        ({"user": "root"}, "unknown connection setting"),
-    ],
-)
-def test_rsh_refuses(conn, message):
-    with pytest.raises(wf.FanoutError, match=message):
-        wf.rsync_rsh(conn)
-    with pytest.raises(AnsibleFilterError, match=message):
-        FILTERS["rsync_rsh"](conn)
 
 
 # ---- peer_seeds -----------------------------------------------------------------------------------------------
