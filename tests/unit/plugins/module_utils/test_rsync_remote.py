@@ -19,6 +19,11 @@ MOLECULE_HOST = {
     "ansible_ssh_private_key_file": "/var/lib/llmfleet-lab/mol-x/id_ed25519",
     "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
 }
+MOLECULE_RSH_ARGV = [
+    "ssh", "-p", "22", "-o", "BatchMode=yes", "-i", "/var/lib/llmfleet-lab/mol-x/id_ed25519",
+    "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
+    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+]  # fmt: skip
 
 
 # ---- rsync_rsh ------------------------------------------------------------------------------------------------
@@ -32,11 +37,7 @@ def test_rsh_from_molecule_like_settings():
             "host_key_checking": False,
         }
     )
-    assert shlex.split(rsh) == [
-        "ssh", "-p", "22", "-o", "BatchMode=yes", "-i", "/var/lib/llmfleet-lab/mol-x/id_ed25519",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-    ]  # fmt: skip
+    assert shlex.split(rsh) == MOLECULE_RSH_ARGV
 
 
 def test_rsh_keeps_quoted_options_and_quotes_the_key():
@@ -79,11 +80,7 @@ def test_remote_from_molecule_like_host_vars():
     assert remote["user"] == "llmfleet"
     assert remote["dest"] == "llmfleet@10.214.7.11"
     assert remote["rsync_path"] == "sudo rsync"
-    assert shlex.split(remote["rsh"]) == [
-        "ssh", "-p", "22", "-o", "BatchMode=yes", "-i", "/var/lib/llmfleet-lab/mol-x/id_ed25519",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-    ]  # fmt: skip
+    assert shlex.split(remote["rsh"]) == MOLECULE_RSH_ARGV
 
 
 def test_remote_falls_back_like_the_ssh_plugin():
