@@ -49,6 +49,8 @@ LIBRARY_VERSION = "0.1.0"
 MODELSCOPE_DEFAULT_REVISION = "master"
 HUGGINGFACE_DEFAULT_REVISION = "main"
 COPY_BLOCK = 8 * 1024 * 1024
+# The piece size huggingface_hub's http_get asks httpx for: the size of one socket read of its transport.
+HF_STREAM_PIECE = 64 * 1024
 _TRANSPORT_MODULES = frozenset({"requests", "urllib3", "httpx", "httpx2", "httpcore", "socket", "ssl"})
 
 
@@ -252,6 +254,11 @@ class HuggingFaceSource:
         except ImportError as exc:
             raise missing_library(label, "huggingface_hub", "huggingface_hub", exc) from exc
         self.endpoint: str | None = (endpoint or huggingface_hub.constants.ENDPOINT).rstrip("/")
+        # http_get asks for 10 MiB pieces, which httpx gathers from 64 KiB reads in a growing buffer and copies
+        # twice more into fresh memory: a third of the client's CPU on a fast link, and up to 10 MiB fetched
+        # again after a cut. Pieces of one read's size pass straight through. http_get reads the setting at
+        # every call; this process is ours alone.
+        huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = HF_STREAM_PIECE
         self.token = token
         self.label = label
         self.api = HfApi(
