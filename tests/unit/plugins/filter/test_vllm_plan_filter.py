@@ -12,7 +12,7 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi import f
 
 REPO = Path(__file__).resolve().parents[4]
 CAPTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
-EXAMPLES = REPO / "inventories" / "examples"
+EXAMPLE_INVENTORIES = REPO / "inventories" / "examples"
 
 FILTERS = plugin.FilterModule().filters()
 model_profile = FILTERS["model_profile"]
@@ -171,7 +171,7 @@ def test_no_gpu_capture_gives_a_cpu_plan_for_the_tiny_model():
     [("4x96g", "tp4", 400_000), ("8xh100", "tp8-ep", None), ("8xh20", "tp8-ep", None)],
 )
 def test_example_inventory_captures_plan_as_documented(example, layout, tokens):
-    captures = sorted((EXAMPLES / example / "captures").iterdir())
+    captures = sorted((EXAMPLE_INVENTORIES / example / "captures").iterdir())
     assert captures, f"inventories/examples/{example}/captures is empty"
     facts = facts_from_texts([p.read_text() for p in captures]).as_dict()
     assert facts["count"] == (4 if example == "4x96g" else 8)
