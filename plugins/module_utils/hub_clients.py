@@ -88,6 +88,13 @@ def missing_library(source: str, package: str, import_name: str, error: Exceptio
     )
 
 
+def _fsync(path: Path) -> None:
+    """Put a file a client wrote on disk, as the other sources do: the manifest, written after the files,
+    must never list bytes a crash could lose."""
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def _is_transport_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES or isinstance(
         exc, (ConnectionError, TimeoutError)
@@ -229,6 +236,7 @@ class ModelScopeSource:
             )
         except Exception as exc:
             raise self._error(exc, where, "file") from exc
+        _fsync(staging / remote.path)
         if remote.sha256:
             return Digest((staging / remote.path).stat().st_size, remote.sha256, None)
         return None
