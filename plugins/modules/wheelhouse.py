@@ -378,10 +378,8 @@ class Builder:
             )
         return path
 
-    def lock_text(self, workdir: str, manifest: dict | None = None) -> str:
-        if self.p["reuse_lock"] and wh.manifest_matches_request(
-            manifest, self.p["requirements"], self.target
-        ):
+    def lock_text(self, workdir: str, reuse_dest_lock: bool = False) -> str:
+        if reuse_dest_lock:
             with open(os.path.join(os.path.abspath(self.p["dest"]), wh.LOCK_NAME)) as handle:
                 return handle.read()
         if self.p["lock"]:
@@ -534,9 +532,10 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix=".wheelhouse-", dir=None if module.check_mode else parent)
     try:
         try:
-            entries = wh.parse_lock(builder.lock_text(workdir, manifest))
+            reuse = p["reuse_lock"] and wh.manifest_matches_request(manifest, p["requirements"], target)
+            entries = wh.parse_lock(builder.lock_text(workdir, reuse))
             exclusion = wh.exclude_entries(entries, p["exclude"], p["prune_orphans"])
-            if p["reuse_lock"] and wh.manifest_matches_request(manifest, p["requirements"], builder.target):
+            if reuse:
                 # the reused lock was written after exclusion: what it left out is in the manifest
                 exclusion = wh.Exclusion(kept=exclusion.kept, excluded=tuple(manifest.get("excluded") or ()))
         except wh.WheelhouseError as exc:

@@ -145,6 +145,22 @@ def test_changed_lock_rebuilds_reusing_unchanged_wheels(tmp_path, uv, tools, run
     ]
 
 
+def test_reuse_lock_keeps_the_lock_while_the_request_is_unchanged(tmp_path, uv, tools, run_module):
+    dest = tmp_path / "wh"
+    first = run_module(wheelhouse, args_for(dest, uv))
+    # the index now resolves helper to a new release: a kept lock does not see it
+    tools.packages = [*PACKAGES[:1], ("helper", "2.1", "helper-2.1-py3-none-any.whl", b"new helper", "app")]
+    kept = run_module(wheelhouse, args_for(dest, uv, reuse_lock=True))
+    assert kept["changed"] is False
+    assert (kept["key"], kept["excluded"]) == (first["key"], first["excluded"])
+    assert len(tools.named("compile")) == 1
+    # another request resolves again, even with reuse_lock
+    other = run_module(wheelhouse, args_for(dest, uv, reuse_lock=True, requirements=["app==1.0", "helper"]))
+    assert other["changed"] is True
+    assert len(tools.named("compile")) == 2
+    assert "helper-2.1-py3-none-any.whl" in [p.name for p in dest.glob("*.whl")]
+
+
 def test_given_lock_and_pip_python_skip_resolution_and_venv(tmp_path, uv, tools, run_module):
     lock = tmp_path / "reviewed.lock"
     lock.write_text(lock_text())
