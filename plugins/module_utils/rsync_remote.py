@@ -103,13 +103,12 @@ def ssh_remote(
     )
     rsh = rsync_rsh(
         {
-            "port": host_vars.get("ansible_port") or 22,
+            "port": host_vars.get("ansible_port"),
             "private_key_file": host_vars.get("ansible_ssh_private_key_file")
             or host_vars.get("ansible_private_key_file")
-            or default_key
-            or "",
-            "ssh_common_args": host_vars.get("ansible_ssh_common_args") or "",
-            "ssh_extra_args": host_vars.get("ansible_ssh_extra_args") or "",
+            or default_key,
+            "ssh_common_args": host_vars.get("ansible_ssh_common_args"),
+            "ssh_extra_args": host_vars.get("ansible_ssh_extra_args"),
             "host_key_checking": checking,
         }
     )
