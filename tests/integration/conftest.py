@@ -73,6 +73,7 @@ class Server:
     url: str  # without /v1
     pid: int
     api_key: str = API_KEY  # what clients send; only the flavours with --api-key require it
+    model: str = serve.SERVED_MODEL_NAME
 
     @property
     def base_url(self) -> str:
@@ -87,8 +88,6 @@ def _free_port() -> int:
 
 class Servers:
     """Starts vLLM servers one at a time: asking for another flavour stops the running server first."""
-
-    served_model_name = serve.SERVED_MODEL_NAME
 
     def __init__(self, model_dir: Path, workdir: Path):
         self.model_dir = model_dir

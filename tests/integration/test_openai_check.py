@@ -63,7 +63,7 @@ def test_running_endpoint_passes_every_check():
 
 def _opts(server, **kw) -> oc.CheckOptions:
     kw.setdefault("api_key", server.api_key)
-    return oc.CheckOptions(model="llmfleet/tiny", base_url=server.base_url, max_tokens=MAX_TOKENS, **kw)
+    return oc.CheckOptions(model=server.model, base_url=server.base_url, max_tokens=MAX_TOKENS, **kw)
 
 
 def _run(server, names=oc.CHECKS, **kw) -> oc.Report:
@@ -95,7 +95,7 @@ def test_reference_flags_through_ansible(vllm_server, tmp_path):
     report_path = tmp_path / "report.json"
     args = {
         "base_url": vllm_server.base_url,
-        "model": "llmfleet/tiny",
+        "model": vllm_server.model,
         "api_key": vllm_server.api_key,
         "max_tokens": MAX_TOKENS,
         "sampling": {"temperature": 1.0, "top_p": 0.95, "top_k": 20},

@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 VENV = os.environ.get("LLMFLEET_VLLM_VENV")
-SERVED = "llmfleet/tiny"
 
 WEATHER_TOOL = {
     "type": "function",
@@ -131,25 +130,25 @@ class TestWithMiniMaxParsers:
         with urllib.request.urlopen(f"{server.url}/version", timeout=5) as response:
             assert json.load(response)["version"] == "0.32.0"
         models = client(server).models.list()
-        assert [m.id for m in models.data] == [SERVED]
+        assert [m.id for m in models.data] == [server.model]
         assert models.data[0].max_model_len == 1024
 
     def test_completion_continues_the_script(self, server, script):
-        answer = client(server).completions.create(model=SERVED, prompt="Hello", max_tokens=64)
+        answer = client(server).completions.create(model=server.model, prompt="Hello", max_tokens=64)
         assert answer.choices[0].text == script["text"]
         assert answer.choices[0].finish_reason == "stop"
         assert answer.usage.completion_tokens == len(script["script_token_ids"])
 
     def test_chat_keeps_thinking_in_content(self, server, script):
         """minimax_m2_append_think: content is "<think>" + the model's output; no tools, no parsing."""
-        answer = client(server).chat.completions.create(model=SERVED, messages=QUESTION, max_tokens=64)
+        answer = client(server).chat.completions.create(model=server.model, messages=QUESTION, max_tokens=64)
         message = answer.choices[0].message
         assert message.content == "<think>" + script["text"]
         assert not message.tool_calls
 
     def test_streaming_chat(self, server, script):
         stream = client(server).chat.completions.create(
-            model=SERVED, messages=QUESTION, max_tokens=64, stream=True
+            model=server.model, messages=QUESTION, max_tokens=64, stream=True
         )
         content, calls, chunks, finish = collect_stream(stream)
         assert content == "<think>" + script["text"]
@@ -159,7 +158,7 @@ class TestWithMiniMaxParsers:
 
     def test_tool_call_is_parsed(self, server, script):
         answer = client(server).chat.completions.create(
-            model=SERVED,
+            model=server.model,
             messages=QUESTION,
             tools=[WEATHER_TOOL],
             max_tokens=64,
@@ -178,7 +177,7 @@ class TestWithMiniMaxParsers:
 
     def test_tool_call_is_parsed_when_streamed(self, server):
         stream = client(server).chat.completions.create(
-            model=SERVED, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64, stream=True
+            model=server.model, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64, stream=True
         )
         content, calls, _, finish = collect_stream(stream)
         assert finish == "tool_calls"
@@ -195,7 +194,7 @@ class TestWithoutParsers:
 
     def test_tool_call_xml_comes_back_in_content(self, server, script):
         answer = client(server).chat.completions.create(
-            model=SERVED,
+            model=server.model,
             messages=QUESTION,
             tools=[WEATHER_TOOL],
             tool_choice="none",
@@ -210,6 +209,6 @@ class TestWithoutParsers:
         openai = pytest.importorskip("openai")
         with pytest.raises(openai.BadRequestError) as err:
             client(server).chat.completions.create(
-                model=SERVED, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64
+                model=server.model, messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=64
             )
         assert "tool-call-parser" in str(err.value)
