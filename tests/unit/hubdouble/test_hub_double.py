@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from hubdouble.content import make_model_repo, tree_bytes, write_random
 from hubdouble.fixture import HubDouble
+from hubdouble.server import DoubleState
 
 REPO = "acme/tiny"
 
@@ -344,6 +345,15 @@ def test_control_endpoints_validate_and_reset(hub_double, repo):
     assert len(stats["faults"]) == 2
     hub_double.reset(faults=True)
     assert hub_double.stats()["faults"] == []
+
+
+def test_a_request_that_started_before_a_reset_is_not_logged_after_it():
+    state = DoubleState()
+    before_reset = time.monotonic()
+    state.reset_stats()
+    state.add_log({"path": "/late"}, started=before_reset)
+    state.add_log({"path": "/after"}, started=time.monotonic())
+    assert [record["path"] for record in state.snapshot()["log"]] == ["/after"]
 
 
 def test_runs_as_a_process_with_faults_from_the_command_line(tmp_path):
