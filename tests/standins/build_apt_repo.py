@@ -7,8 +7,9 @@ systemd units of NVIDIA's Debian 12 CUDA repository, and behave like the real on
 can see it:
 
   nvidia-driver-cuda          /usr/bin/nvidia-smi: the fake that replays captures (tests/fakes/nvidia-smi)
-  nvidia-kernel-open-dkms     "loads the module": writes <proc>/driver/nvidia/version and installs the
-  nvidia-kernel-dkms            board's captures (driver version = the package's) for nvidia-smi
+  nvidia-kernel-open-dkms     "loads the module": writes <proc>/driver/nvidia/version and binds the host's
+  nvidia-kernel-dkms            GPU capture set to the package's driver and CUDA versions for nvidia-smi
+                                (tests/standins/gpu_set.py, shipped as /usr/lib/llmfleet-standin/gpu-set)
   nvidia-persistenced         nvidia-persistenced.service running a sleeping stand-in daemon
   nvidia-fabricmanager-570    nvidia-fabricmanager.service; the daemon refuses to start unless the loaded
   nvidia-fabricmanager          module is its own version, like the real one
@@ -18,13 +19,15 @@ can see it:
 for branch 570 and 580 side by side, so that only the role's APT pin keeps a host on 570.
 
 What a host looks like to the stand-ins (set up by the test, as hardware would be):
-  /etc/llmfleet-standin/board        which capture set its "GPUs" answer with (see BOARDS)
+  /etc/llmfleet-standin/gpus/        the capture set of its "GPUs" (a copy of tests/fixtures/gpu-sets/<board>/);
+                                     the loaded module writes it, with its own driver and CUDA versions, to
+                                     /etc/llmfleet-fake-gpu/ where nvidia-smi replays it. Without it: no GPU.
   /etc/llmfleet-standin/module-load  "install": the kernel module package loads its module at install;
                                      "boot": only at boot, and the package asks for a reboot through
                                      /run/reboot-required(.pkgs), as Ubuntu's packages do
   /srv/llmfleet-standin/proc         where the stand-in "kernel" keeps driver/nvidia/version
-  /srv/llmfleet-standin/sys          the board's sysfs PCI tree (sysfs/<board>/ and sysfs/<board>.tar here,
-                                     unpacked there by the test)
+  /srv/llmfleet-standin/sys          the board's sysfs PCI tree (gpu_set.py sysfs SET OUT.tar, unpacked there
+                                     by the test)
 
 Two flat repositories (like NVIDIA's: "deb URL /") under www/: nvidia/ holds the driver stand-ins,
 base/ the headers and initramfs-tools a site's Debian mirror would carry. Both are signed with a key
@@ -46,7 +49,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -54,55 +56,19 @@ from email.utils import formatdate
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi"
+GPU_SET = REPO_ROOT / "tests" / "standins" / "gpu_set.py"
 FAKE_SMI = REPO_ROOT / "tests" / "fakes" / "nvidia-smi"
 CACHE = REPO_ROOT / ".cache" / "nvidia-standins"
 FORMAT = 1  # bump when the packages' contents change in a way the inputs below do not show
 
-# Real driver releases of each branch (NVIDIA's Debian 12 CUDA repository carries both).
+# Real driver releases of each branch (NVIDIA's Debian 12 CUDA repository carries both), and the CUDA
+# version each one reports (nvidia-smi's "CUDA Version", <cuda_version> in -q -x).
 BRANCHES = {"570": "570.172.08", "580": "580.95.05"}
+CUDA_VERSIONS = {"570": "12.8", "580": "13.0"}
 DEB_REVISION = "1"
 STANDIN_PROC = "/srv/llmfleet-standin/proc"
 FABRICMANAGER_SUFFIXED_MAX = 575
 KEY_FILE = "llmfleet-standin.pub"
-
-
-@dataclass(frozen=True)
-class Board:
-    """A machine's GPUs: the capture files nvidia-smi replays, and its PCI devices."""
-
-    description: str
-    table: str  # fixture: default nvidia-smi table (driver version, bus ids, memory)
-    topo: str  # fixture: nvidia-smi topo -m
-    gpu_device: str  # PCI device id of the GPUs
-    nvswitches: list[str] = field(default_factory=list)  # PCI addresses of NVSwitches (10de:22a3)
-    other: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # address -> vendor, device, class
-
-
-BOARDS = {
-    "hgx-h100-8": Board(
-        description="HGX H100 8-GPU: 8 x H100 SXM5 80GB on 4 third-generation NVSwitches",
-        table="h100-sxm-80gbx8_table_thamada-nvsim.txt",
-        topo="h100-sxm-80gbx8_topo_thunderkittens-issue-167.txt",
-        gpu_device="0x2330",
-        nvswitches=["0000:05:00.0", "0000:06:00.0", "0000:07:00.0", "0000:08:00.0"],
-        other={
-            "0000:00:00.0": ("0x8086", "0x09a2", "0x060000"),  # host bridge
-            "0000:02:00.0": ("0x1a03", "0x2000", "0x030000"),  # BMC VGA (ASPEED)
-            "0000:0c:00.0": ("0x15b3", "0x1021", "0x020000"),  # ConnectX-7
-        },
-    ),
-    "hgx-a100-4": Board(
-        description="4-GPU board without NVSwitch: 4 x A100 SXM4 80GB, direct NVLink mesh",
-        table="a100-sxm4-80gbx4_table_thamada-nvsim.txt",
-        topo="h100x4_topo_nccl-issue-1617.txt",
-        gpu_device="0x20b2",
-        other={
-            "0000:00:00.0": ("0x8086", "0x09a2", "0x060000"),
-            "0000:02:00.0": ("0x1a03", "0x2000", "0x030000"),
-        },
-    ),
-}
 
 
 def log(msg: str) -> None:
@@ -122,61 +88,12 @@ def inputs_key(kernel: str, arch: str) -> str:
     parts = [
         Path(__file__).read_bytes(),
         FAKE_SMI.read_bytes(),
-        json.dumps([FORMAT, BRANCHES, kernel, arch]).encode(),
+        GPU_SET.read_bytes(),
+        json.dumps([FORMAT, BRANCHES, CUDA_VERSIONS, kernel, arch]).encode(),
     ]
-    for board in BOARDS.values():
-        parts += [(FIXTURES / board.table).read_bytes(), (FIXTURES / board.topo).read_bytes()]
     for part in parts:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Captures and sysfs trees of the boards
-# ---------------------------------------------------------------------------------------------
-
-
-def board_captures(board: Board, version: str) -> dict[str, str]:
-    """table.txt, topo.txt and a query-gpu.csv derived from the table, all reporting ``version``."""
-    sys.path.insert(0, str(REPO_ROOT / ".collections"))
-    from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
-
-    table = (FIXTURES / board.table).read_text()
-    capture = ns.parse_table(table)
-    original = capture.driver_version
-    if not original:
-        raise SystemExit(f"{board.table}: no driver version in the table")
-    rows = ["index, name, pci.bus_id, memory.total [MiB], driver_version"]
-    rows += [
-        f"{g.index}, {g.name}, {g.pci_bus_id}, {g.memory_total_mib} MiB, {version}" for g in capture.gpus
-    ]
-    return {
-        "table.txt": table.replace(original, version),
-        "topo.txt": (FIXTURES / board.topo).read_text(),
-        "query-gpu.csv": "\n".join(rows) + "\n",
-    }
-
-
-def board_pci(board: Board) -> dict[str, tuple[str, str, str]]:
-    sys.path.insert(0, str(REPO_ROOT / ".collections"))
-    from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
-
-    capture = ns.parse_table((FIXTURES / board.table).read_text())
-    devices = dict(board.other)
-    for gpu in capture.gpus:
-        address = gpu.pci_bus_id.lower()[4:]  # 00000000:18:00.0 -> 0000:18:00.0
-        devices[address] = ("0x10de", board.gpu_device, "0x030200")
-    for address in board.nvswitches:
-        devices[address] = ("0x10de", "0x22a3", "0x068000")
-    return devices
-
-
-def write_sysfs(root: Path, devices: dict[str, tuple[str, str, str]]) -> None:
-    for address, (vendor, device, pci_class) in sorted(devices.items()):
-        path = root / "bus" / "pci" / "devices" / address
-        path.mkdir(parents=True)
-        for name, value in (("vendor", vendor), ("device", device), ("class", pci_class)):
-            (path / name).write_text(value + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +120,7 @@ def script(body: str) -> str:
     return "#!/bin/sh\nset -e\n" + body.strip() + "\n"
 
 
-def load_module_script(version: str, open_modules: bool) -> str:
+def load_module_script(version: str, cuda: str, open_modules: bool) -> str:
     flavour = (
         "NVIDIA UNIX Open Kernel Module for x86_64" if open_modules else "NVIDIA UNIX x86_64 Kernel Module"
     )
@@ -211,24 +128,27 @@ def load_module_script(version: str, open_modules: bool) -> str:
 # Stand-in for loading the NVIDIA kernel module {version}: the "kernel" is {STANDIN_PROC}.
 # --boot: a fresh boot, so whatever module was loaded before is gone.
 proc={STANDIN_PROC}/driver/nvidia
-board=$(cat /etc/llmfleet-standin/board 2>/dev/null || true)
 if [ "${{1:-}}" = --boot ]; then rm -f "$proc/version"; rm -rf /etc/llmfleet-fake-gpu; fi
-if [ -z "$board" ]; then echo "llmfleet stand-in: no /etc/llmfleet-standin/board, no GPU to bind" >&2; exit 0; fi
+if [ ! -f /etc/llmfleet-standin/gpus/q-x.xml ]; then
+  echo "llmfleet stand-in: no capture set in /etc/llmfleet-standin/gpus, no GPU to bind" >&2; exit 0
+fi
 if [ -f "$proc/version" ]; then
   echo "llmfleet stand-in: a module is loaded already ($(cat "$proc/version" | head -1)); a reboot loads {version}" >&2
   exit 0
 fi
-mkdir -p "$proc" /etc/llmfleet-fake-gpu
-cp /usr/share/llmfleet-standin/boards/"$board"/* /etc/llmfleet-fake-gpu/
+mkdir -p "$proc"
+python3 /usr/lib/llmfleet-standin/gpu-set bind /etc/llmfleet-standin/gpus /etc/llmfleet-fake-gpu \\
+  --driver {version} --cuda {cuda}
 printf 'NVRM version: {flavour}  {version}  Release Build  (llmfleet stand-in)\\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\\n' > "$proc/version"
 """)
 
 
-def kernel_module_deb(version: str, arch: str, open_modules: bool) -> Deb:
+def kernel_module_deb(version: str, cuda: str, arch: str, open_modules: bool) -> Deb:
     name = "nvidia-kernel-open-dkms" if open_modules else "nvidia-kernel-dkms"
     other = "nvidia-kernel-dkms" if open_modules else "nvidia-kernel-open-dkms"
     files = {
-        "/usr/lib/llmfleet-standin/load-module": (load_module_script(version, open_modules), 0o755),
+        "/usr/lib/llmfleet-standin/load-module": (load_module_script(version, cuda, open_modules), 0o755),
+        "/usr/lib/llmfleet-standin/gpu-set": (GPU_SET.read_text(), 0o755),
         "/lib/systemd/system/llmfleet-standin-nvidia-module.service": (
             "[Unit]\nDescription=llmfleet stand-in: load the NVIDIA kernel module at boot\n"
             "DefaultDependencies=no\nBefore=nvidia-persistenced.service nvidia-fabricmanager.service\n\n"
@@ -237,9 +157,6 @@ def kernel_module_deb(version: str, arch: str, open_modules: bool) -> Deb:
             0o644,
         ),
     }
-    for board_name, board in BOARDS.items():
-        for file_name, text in board_captures(board, version).items():
-            files[f"/usr/share/llmfleet-standin/boards/{board_name}/{file_name}"] = (text, 0o644)
     postinst = script(f"""
 if [ "$1" = configure ]; then
   mkdir -p /etc/systemd/system/multi-user.target.wants
@@ -275,6 +192,7 @@ fi
 
 def driver_debs(branch: str, version: str, arch: str) -> list[Deb]:
     full = f"{version}-{DEB_REVISION}"
+    cuda = CUDA_VERSIONS[branch]
     debs = [
         Deb(
             name="nvidia-driver-cuda",
@@ -285,8 +203,8 @@ def driver_debs(branch: str, version: str, arch: str) -> list[Deb]:
             files={"/usr/bin/nvidia-smi": (FAKE_SMI.read_text(), 0o755)},
             depends=f"nvidia-kernel-open-dkms (= {full}) | nvidia-kernel-dkms (= {full})",
         ),
-        kernel_module_deb(version, arch, open_modules=True),
-        kernel_module_deb(version, arch, open_modules=False),
+        kernel_module_deb(version, cuda, arch, open_modules=True),
+        kernel_module_deb(version, cuda, arch, open_modules=False),
         Deb(
             name="nvidia-persistenced",
             version=full,
@@ -479,7 +397,7 @@ def publish(repo: Path, debs: list[Deb], arch: str, gnupg: Path, fingerprint: st
 
 def build(out: Path, kernel: str, arch: str) -> dict:
     """www/nvidia: the driver stand-ins (what the role installs from); www/base: the packages a site's
-    Debian mirror would carry (kernel headers, initramfs-tools); sysfs/<board>: the boards' PCI trees."""
+    Debian mirror would carry (kernel headers, initramfs-tools)."""
     gnupg = out / "gnupg"
     fingerprint = signing_key(gnupg)
     nvidia = []
@@ -487,18 +405,13 @@ def build(out: Path, kernel: str, arch: str) -> dict:
         nvidia += driver_debs(branch, version, arch)
     nvidia_files = publish(out / "www" / "nvidia", nvidia, arch, gnupg, fingerprint)
     base_files = publish(out / "www" / "base", support_debs(kernel, arch), arch, gnupg, fingerprint)
-    for name, board in BOARDS.items():
-        write_sysfs(out / "sysfs" / name, board_pci(board))
-        with tarfile.open(out / "sysfs" / f"{name}.tar", "w") as tar:  # one transfer instead of one per file
-            tar.add(out / "sysfs" / name, arcname=".")
     return {
         "www": str(out / "www"),
         "repositories": {"nvidia": "nvidia/", "base": "base/"},
-        "sysfs": str(out / "sysfs"),
         "key_file": KEY_FILE,
         "fingerprint": fingerprint,
         "branches": BRANCHES,
-        "boards": {name: board.description for name, board in BOARDS.items()},
+        "cuda_versions": CUDA_VERSIONS,
         "kernel": kernel,
         "architecture": arch,
         "packages": {
