@@ -1,6 +1,8 @@
 # llmfleet developer commands. Everything installs what it needs (scripts/bootstrap.sh).
 #   make lab      the main job: bring up the built-in lab and deploy + verify a model on it
-#   make test     every test: lint, unit, collection build, integration, molecule scenarios
+#   make test     every test: lint, unit, collection build, integration, molecule scenarios, as
+#                 timed stages with the long downloads prefetched (scripts/stages.py); the times
+#                 end up in a table and in .cache/stages.json
 #   make check    the fast loop: lint + unit (under 3 minutes)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -10,15 +12,18 @@ export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 PYTEST := pytest -p no:cacheprovider
 
-.PHONY: bootstrap lab lab-down check lint unit test build integration molecule
+.PHONY: bootstrap lab lab-down check lint unit test build integration molecule prefetch-root prefetch-lab prefetch-cuda
+
+# Every molecule scenario, in the order `make test` runs them (one stage each); scripts/stages.py
+# refuses to run when a scenario directory is missing here.
+MOLECULE_SCENARIOS := default nvidia_driver model_weights model_weights_peer e2e
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-LAB_MODEL := .cache/lab/models/llmfleet-tiny
-
+# The tiny model is cached per machine; .cache/lab/models/llmfleet-tiny links to it.
 lab: bootstrap
-	test -f $(LAB_MODEL)/config.json || python lab/tinymodel/build.py --out $(LAB_MODEL)
+	python lab/serve_tiny.py --prepare-model
 	python lab/fleet.py up --inventory inventories/lab/hosts.yml
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e llmfleet_verify_report=$(CURDIR)/.cache/lab/verify.json
 	@echo "lab is up: export OPENAI_API_KEY=llmfleet-lab; the verify report is .cache/lab/verify.json; make lab-down removes it"
@@ -36,12 +41,27 @@ lint:
 unit:
 	$(PYTEST) tests/unit
 
-test: check integration molecule
+test:
+	@python3 scripts/stages.py
+
+build: bootstrap
+	$(PYTEST) tests/integration/test_collection_build.py
 
 # The vLLM tests serve the tiny model from a venv that lab/serve_tiny.py builds (or reuses) offline.
 integration: bootstrap
 	venv=$$(python lab/serve_tiny.py --prepare | python -c 'import json, sys; print(json.load(sys.stdin)["venv"])'); \
-	LLMFLEET_VLLM_VENV=$$venv $(PYTEST) tests/integration
+	LLMFLEET_VLLM_VENV=$$venv $(PYTEST) tests/integration --ignore=tests/integration/test_collection_build.py
 
 molecule: bootstrap
 	molecule test --all
+
+# What `make test` builds in the background once bootstrap is done (each reuses what is cached):
+# the test fleet's base root, the lab's vLLM venv and model, the gpu scenario's CUDA wheelhouse.
+prefetch-root:
+	python lab/fleet.py build-root
+
+prefetch-lab:
+	python lab/serve_tiny.py --prepare
+
+prefetch-cuda:
+	ansible-playbook scripts/prefetch_wheelhouse.yml -e vllm_runtime_device=cuda

