@@ -4,7 +4,7 @@ Each is built as branch ``master`` under ``<root>/<org>/<name>/``; building agai
 already right as it is. The commit is the double's own (derived from the content), so a test can pin it.
 
 Run: ``python -m tests.hubdouble.repos --root DIR llmfleet/tiny MiniMaxAI/MiniMax-M2`` prints
-``{"commits": {"llmfleet/tiny": "<40 hex>", ...}}``.
+``{"commits": {"llmfleet/tiny": "<40 hex>", ...}, "changed": [<the names whose content changed>]}``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from .content import MiB, make_model_repo
 from .minimax_m2 import REPO_ID as MINIMAX_M2
 from .minimax_m2 import make_minimax_m2_repo
-from .server import RepoStore
+from .server import NotFound, RepoStore
 
 BRANCH = "master"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,18 @@ BUILDERS: dict[str, Callable[[Path], object]] = {
 }
 
 
+def commits_of(root: Path, names: list[str]) -> dict[str, str | None]:
+    """Each repository's commit on the double, None for one that is not there."""
+    store = RepoStore(root)
+    commits: dict[str, str | None] = {}
+    for name in names:
+        try:
+            commits[name] = store.resolve(*name.split("/"), BRANCH).commit
+        except NotFound:
+            commits[name] = None
+    return commits
+
+
 def build_repos(root: Path, names: list[str]) -> dict[str, str]:
     """Build the named repositories under ``root``; return each one's commit on the double."""
     unknown = sorted(set(names) - set(BUILDERS))
@@ -54,8 +66,7 @@ def build_repos(root: Path, names: list[str]) -> dict[str, str]:
         raise ValueError(f"no builder for {', '.join(unknown)}; known: {', '.join(sorted(BUILDERS))}")
     for name in names:
         BUILDERS[name](root)
-    store = RepoStore(root)
-    return {name: store.resolve(*name.split("/"), BRANCH).commit for name in names}
+    return {name: commit for name, commit in commits_of(root, names).items() if commit}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, type=Path, help="the double's repository directory")
     parser.add_argument("names", nargs="+", metavar="ORG/NAME", help=f"any of {', '.join(sorted(BUILDERS))}")
     args = parser.parse_args(argv)
+    before = commits_of(args.root, args.names)
     try:
         commits = build_repos(args.root, args.names)
     except ValueError as exc:
         parser.error(str(exc))
-    print(json.dumps({"commits": commits}))
+    changed = [name for name in args.names if before[name] != commits[name]]
+    print(json.dumps({"commits": commits, "changed": changed}))
     return 0
 
 

@@ -88,15 +88,17 @@ def test_an_unknown_repository_is_refused_with_the_known_ones(tmp_path):
         build_repos(tmp_path, ["acme/nothing"])
 
 
-def test_the_command_line_prints_the_commits(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.hubdouble.repos", "--root", str(tmp_path), REPO_ID],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert json.loads(out) == {"commits": {REPO_ID: MINIMAX_M2_REVISION}}
+def test_the_command_line_prints_the_commits_and_what_it_changed(tmp_path):
+    def build() -> dict[str, object]:
+        argv = [sys.executable, "-m", "tests.hubdouble.repos", "--root", str(tmp_path), REPO_ID]
+        return json.loads(
+            subprocess.run(argv, cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
+        )
+
+    assert build() == {"commits": {REPO_ID: MINIMAX_M2_REVISION}, "changed": [REPO_ID]}
+    assert build() == {"commits": {REPO_ID: MINIMAX_M2_REVISION}, "changed": []}
+    (tmp_path / REPO_ID / "master" / CONFIG_NAME).write_text("{}")
+    assert build() == {"commits": {REPO_ID: MINIMAX_M2_REVISION}, "changed": [REPO_ID]}
 
 
 @pytest.mark.parametrize("source", ["modelscope", "huggingface"])
