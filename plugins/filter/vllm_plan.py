@@ -98,6 +98,9 @@ def vllm_plan(
     host: str | None = None,
     profiles: dict[str, Any] | None = None,
     discovery_error: str | None = None,
+    vllm_versions: dict[str, str] | None = None,
+    port: int | None = None,
+    nvidia_pci_gpus: int = 0,
 ) -> dict[str, Any]:
     """``ansible_facts.llmfleet_gpu | llmfleet.serve.vllm_plan(profile, overrides, host=...)``.
 
@@ -115,7 +118,16 @@ def vllm_plan(
         raise AnsibleFilterError(
             f"vllm_plan: profile must be a name or a mapping, got {type(profile).__name__}"
         )
-    return plan_vllm(facts, resolved, overrides, host=host, discovery_error=discovery_error).as_dict()
+    return plan_vllm(
+        facts,
+        resolved,
+        overrides,
+        host=host,
+        discovery_error=discovery_error,
+        vllm_versions=vllm_versions,
+        port=int(port) if port is not None else None,
+        nvidia_pci_gpus=int(nvidia_pci_gpus or 0),
+    ).as_dict()
 
 
 def vllm_plan_collect(hosts: list[str], hostvars: Any) -> list[dict[str, Any]]:

@@ -19,6 +19,13 @@ class Diagnosis:
 # Most specific first: the first pattern that matches a log line names the cause.
 KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
     (
+        r"Failed to infer device type",
+        "vLLM found no device to run on: the GPU build sees no NVIDIA GPU (Failed to infer device type)",
+        "check that nvidia-smi lists the GPUs on the host and that /dev/nvidia* exist; a driver installed "
+        "but not loaded needs a reboot (nvidia_driver_reboot_allowed: true); a host without GPUs is "
+        "planned for the CPU build once its nvidia-smi reports no GPU",
+    ),
+    (
         r"Python\.h: No such file or directory",
         "torch cannot compile its kernels without the Python headers",
         "install the OS package with the headers of the host's Python (python3-dev on Debian/Ubuntu, "

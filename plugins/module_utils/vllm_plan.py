@@ -71,6 +71,7 @@ MIG_TOO_SMALL = "mig_too_small"
 CPU_NOT_SERVABLE = "cpu_not_servable"
 VLLM_TOO_OLD = "vllm_version"
 GPU_DISCOVERY = "gpu_discovery"
+NO_DRIVER = "no_driver"
 REFUSAL_KINDS = (
     INVALID_INPUT,
     NO_GPU_LAYOUT,
@@ -83,6 +84,7 @@ REFUSAL_KINDS = (
     CPU_NOT_SERVABLE,
     VLLM_TOO_OLD,
     GPU_DISCOVERY,
+    NO_DRIVER,
 )
 
 
@@ -313,6 +315,8 @@ class Plan:
     max_num_seqs: int = 0
     gpu_memory_utilization: float | None = None
     served_model_name: str | None = None
+    port: int | None = None
+    vllm_version: str | None = None
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
     trust_remote_code: bool = False
@@ -483,13 +487,21 @@ def plan_vllm(
     overrides: dict[str, Any] | Overrides | None = None,
     host: str | None = None,
     discovery_error: str | None = None,
+    vllm_versions: dict[str, str] | None = None,
+    port: int | None = None,
+    nvidia_pci_gpus: int = 0,
 ) -> Plan:
     """Plan vLLM for one host. Never raises on bad input: returns a refusal instead.
 
     ``discovery_error`` is the message of a failed GPU discovery: the plan is then a refusal that
     carries it, so that everything downstream reports why the host has no plan.
+    ``vllm_versions`` maps a device (cuda, cpu) to the vLLM release the runtime installs for it; the
+    plan carries the one its device gets and checks it against the model's minimum. The override
+    ``vllm_version`` wins over it. ``port`` is carried as it is, for the roles and checks downstream.
+    ``nvidia_pci_gpus`` is the number of NVIDIA GPUs the PCI bus shows: with no GPU in the facts, the
+    driver is missing.
     """
-    plan = Plan(host=host, model=profile.name)
+    plan = Plan(host=host, model=profile.name, port=port)
     plan.weights_gib = round(profile.weights_gib, 2)
     plan.served_model_name = profile.served_model_name
     plan.tool_call_parser = profile.tool_call_parser
@@ -523,14 +535,6 @@ def plan_vllm(
             f"the requested max context {_tokens(opts.max_model_len)} exceeds {profile.display_name}'s maximum "
             f"of {_tokens(profile.max_model_len)} tokens; ask for {_tokens(profile.max_model_len)} or less",
         )
-    if opts.vllm_version and profile.min_vllm_version:
-        have, need = parse_version(opts.vllm_version), parse_version(profile.min_vllm_version)
-        if have is not None and need is not None and have < need:
-            plan.refuse(
-                VLLM_TOO_OLD,
-                f"vLLM {opts.vllm_version} is too old for {profile.display_name}: it needs vLLM "
-                f">= {profile.min_vllm_version}; pin a newer vLLM release",
-            )
     if discovery_error:
         return plan.refuse(GPU_DISCOVERY, f"GPU discovery failed: {discovery_error}")
     if not isinstance(facts, dict):
@@ -545,10 +549,32 @@ def plan_vllm(
         return plan.refuse(INVALID_INPUT, f"unreadable GPU facts: {exc}")
     plan.interconnect = facts.get("interconnect")
     plan.gpu_count = len(gpus)
+    if not gpus and nvidia_pci_gpus > 0:
+        return plan.refuse(
+            NO_DRIVER,
+            f"{nvidia_pci_gpus} NVIDIA GPU(s) on the PCI bus but no NVIDIA driver answers: install it with "
+            "the llmfleet.serve.nvidia_driver role (site.yml does that before it plans), then plan again",
+        )
+    plan.device = "cuda" if gpus else "cpu"
+    _check_vllm_version(plan, profile, opts.vllm_version or (vllm_versions or {}).get(plan.device))
     if not gpus:
-        plan.device = "cpu"
         return _plan_cpu(plan, profile, opts, kv_element)
     return _plan_gpu(plan, profile, opts, kv_element, gpus, slices)
+
+
+def _check_vllm_version(plan: Plan, profile: ModelProfile, version: str | None) -> None:
+    """Carry the vLLM release the host's device gets; refuse one older than the model needs."""
+    plan.vllm_version = version or None
+    if not version or not profile.min_vllm_version:
+        return
+    have, need = parse_version(version), parse_version(profile.min_vllm_version)
+    if have is not None and need is not None and have < need:
+        setting = "llmfleet_vllm_version" if plan.device == "cuda" else "llmfleet_vllm_cpu_version"
+        plan.refuse(
+            VLLM_TOO_OLD,
+            f"vLLM {version} is too old for {profile.display_name}: it needs vLLM "
+            f">= {profile.min_vllm_version}; pin a newer release ({setting})",
+        )
 
 
 def _plan_cpu(plan: Plan, profile: ModelProfile, opts: Overrides, kv_element: int) -> Plan:
@@ -1047,15 +1073,15 @@ def _finish(
     """argv, environment and timeouts of a plan that fits."""
     max_len_arg = str(plan.max_model_len)
     if opts.max_model_len_auto:
-        version = parse_version(opts.vllm_version)
+        version = parse_version(plan.vllm_version)
         if version is None:
             plan.warnings.append(
-                "max_model_len_auto needs the installed vLLM version (vllm_version in llmfleet_plan_overrides) to "
+                "max_model_len_auto needs the installed vLLM version (llmfleet_vllm_version) to "
                 "know whether --max-model-len auto is available; using the planner's estimate"
             )
         elif version < MAX_MODEL_LEN_AUTO_MIN_VLLM:
             plan.warnings.append(
-                f"vLLM {opts.vllm_version} has no --max-model-len auto (0.12.0 or newer); using the planner's estimate"
+                f"vLLM {plan.vllm_version} has no --max-model-len auto (0.12.0 or newer); using the planner's estimate"
             )
         elif opts.max_model_len and opts.max_model_len < profile.max_model_len:
             plan.warnings.append(

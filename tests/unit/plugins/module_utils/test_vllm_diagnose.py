@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_diagnose import diagnose
@@ -50,3 +52,13 @@ def test_warnings_that_mention_the_same_words_are_not_failures():
         "UserWarning: Failed to get the IP address, using 0.0.0.0 by default.",
     ]
     assert diagnose(lines) is None
+
+
+def test_the_gpu_build_on_a_host_without_a_visible_gpu():
+    """Recorded from the CUDA build of vLLM 0.33.0 started on a host where no GPU answers."""
+    log = Path(__file__).parents[3] / "fixtures" / "vllm-logs" / "cuda-build-no-gpu.log"
+    diagnosis = diagnose(log.read_text().splitlines())
+    assert diagnosis is not None
+    assert "Failed to infer device type" in diagnosis.cause
+    assert "nvidia-smi" in diagnosis.fix
+    assert "RuntimeError: Failed to infer device type" in diagnosis.evidence

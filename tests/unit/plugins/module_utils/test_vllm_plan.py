@@ -25,6 +25,7 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import (
     INVALID_INPUT,
     MIG_TOO_SMALL,
     MIXED_GPUS,
+    NO_DRIVER,
     NO_GPU_LAYOUT,
     REFUSAL_KINDS,
     UNSUPPORTED_LAYOUT,
@@ -211,7 +212,7 @@ def test_cases(case):
 
 def test_every_refusal_kind_is_covered_by_a_test():
     covered = {code for case in CASES for code in case["expect"].get("codes", [])}
-    covered |= {MIXED_GPUS, MIG_TOO_SMALL, INVALID_INPUT, GPU_DISCOVERY}  # tested below
+    covered |= {MIXED_GPUS, MIG_TOO_SMALL, INVALID_INPUT, GPU_DISCOVERY, NO_DRIVER}  # tested below
     assert covered == set(REFUSAL_KINDS)
     assert set(REFUSAL_KINDS) == {
         INVALID_INPUT,
@@ -225,6 +226,7 @@ def test_every_refusal_kind_is_covered_by_a_test():
         CPU_NOT_SERVABLE,
         VLLM_TOO_OLD,
         GPU_DISCOVERY,
+        NO_DRIVER,
     }
 
 
@@ -536,3 +538,46 @@ def test_refusal_still_reports_the_host_and_the_required_keys():
 def test_plan_many_plans_every_host():
     plans = plan_many({"a": facts(8), "b": facts(4), "c": facts(0)}, M2)
     assert [(p.host, p.fits) for p in plans] == [("a", True), ("b", True), ("c", False)]
+
+
+PINS = {"cuda": "0.33.0", "cpu": "0.32.0"}
+
+
+def test_a_bare_gpu_host_is_refused_until_its_driver_answers():
+    bare = plan_vllm(facts(0), M2, vllm_versions=PINS, nvidia_pci_gpus=8)
+    assert not bare.fits
+    assert bare.reason_codes == [NO_DRIVER]
+    assert "8 NVIDIA GPU(s) on the PCI bus" in bare.reasons[0]
+    assert "nvidia_driver" in bare.reasons[0]
+    with_driver = plan_vllm(facts(8), M2, vllm_versions=PINS, nvidia_pci_gpus=8)
+    assert with_driver.fits and with_driver.layout == "tp8-ep"
+
+
+def test_a_cpu_host_without_nvidia_devices_plans_for_the_cpu_build():
+    plan = plan_vllm(facts(0), TINY, vllm_versions=PINS, nvidia_pci_gpus=0)
+    assert plan.fits and plan.device == "cpu"
+    assert plan.vllm_version == "0.32.0"
+
+
+def test_the_plan_carries_the_release_its_device_gets_and_the_port():
+    plan = plan_vllm(
+        facts(4, 97887, "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", "12.0"),
+        M2,
+        vllm_versions=PINS,
+        port=8001,
+    )
+    assert (plan.device, plan.vllm_version, plan.port) == ("cuda", "0.33.0", 8001)
+    assert plan.fits
+
+
+def test_the_pinned_release_is_checked_against_the_model_minimum():
+    plan = plan_vllm(facts(8), M2, vllm_versions={"cuda": "0.10.2", "cpu": "0.32.0"})
+    assert not plan.fits
+    assert plan.reason_codes == [VLLM_TOO_OLD]
+    assert "llmfleet_vllm_version" in plan.reasons[0]
+    assert plan_vllm(facts(0), TINY, vllm_versions={"cuda": "0.10.2", "cpu": "0.32.0"}).fits
+
+
+def test_the_override_wins_over_the_pinned_release():
+    plan = plan_vllm(facts(8), M2, {"vllm_version": "0.34.1"}, vllm_versions=PINS)
+    assert plan.vllm_version == "0.34.1"
