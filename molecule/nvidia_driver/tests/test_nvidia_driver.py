@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
+REPO = Path(__file__).resolve().parents[3]
 VERSIONS = {"570": "570.172.08", "580": "580.95.05"}
+CUDA = {"570": "12.8", "580": "13.0"}
+QUERY = "index,uuid,name,pci.bus_id,memory.total,compute_cap"
 DRIVER = ["nvidia-driver-cuda", "nvidia-kernel-open-dkms", "nvidia-persistenced"]
 FABRICMANAGER = {"570": "nvidia-fabricmanager-570", "580": "nvidia-fabricmanager"}
 
@@ -14,7 +20,7 @@ def host_vars(host) -> dict:
 
 
 def gpu_host(host) -> bool:
-    return "standin_board" in host_vars(host)
+    return "standin_gpu_set" in host_vars(host)
 
 
 @pytest.fixture()
@@ -24,8 +30,16 @@ def branch(host) -> str:
     return str(host_vars(host)["nvidia_driver_branch"])
 
 
+def gpu_set_rows(host) -> list[dict[str, str]]:
+    """The rows of the host's capture set's query-gpu.csv, by field name (units dropped)."""
+    text = (REPO / host_vars(host)["standin_gpu_set"] / "query-gpu.csv").read_text()
+    rows = list(csv.reader(text.splitlines(), skipinitialspace=True))
+    names = [header.split(" [")[0] for header in rows[0]]
+    return [dict(zip(names, (value.removesuffix(" MiB") for value in row), strict=True)) for row in rows[1:]]
+
+
 def nvswitch_host(host) -> bool:
-    return host_vars(host).get("standin_board") == "hgx-h100-8"
+    return Path(host_vars(host).get("standin_gpu_set", "")).name == "hgx-h100-8"
 
 
 def test_driver_packages_of_the_branch(host, branch):
@@ -94,8 +108,18 @@ def test_fabricmanager_only_on_the_nvswitch_host(host, branch):
 def test_nvidia_smi_answers_with_the_branch(host, branch):
     out = host.check_output("nvidia-smi --query-gpu=driver_version,name --format=csv,noheader")
     rows = out.splitlines()
-    assert len(rows) == (8 if nvswitch_host(host) else 4)
+    assert len(rows) == len(gpu_set_rows(host))
     assert {row.split(", ")[0] for row in rows} == {VERSIONS[branch]}
+    xml = host.check_output("nvidia-smi -q -x")
+    assert f"<driver_version>{VERSIONS[branch]}</driver_version>" in xml
+    assert f"<cuda_version>{CUDA[branch]}</cuda_version>" in xml
+
+
+def test_nvidia_smi_reports_the_boards_gpus(host, branch):
+    """What gpu_facts asks a live host: the capture set's GPUs, with UUIDs and compute capabilities."""
+    out = host.check_output(f"nvidia-smi --query-gpu={QUERY} --format=csv,noheader,nounits")
+    expected = [", ".join(row[field] for field in QUERY.split(",")) for row in gpu_set_rows(host)]
+    assert out.splitlines() == expected
 
 
 def test_nothing_on_the_cpu_host(host):
