@@ -53,8 +53,11 @@ def read_set(directory: Path) -> dict[str, str]:
 
 
 def parse_xml(text: str, where: str) -> ET.Element:
+    start = text.find("<nvidia_smi_log")
+    if start < 0:
+        raise SetError(f"{where}/q-x.xml: no <nvidia_smi_log> element; is it the output of nvidia-smi -q -x?")
     try:
-        return ET.fromstring(text[text.find("<nvidia_smi_log") :].encode())
+        return ET.fromstring(text[start:].encode())
     except ET.ParseError as exc:
         raise SetError(f"{where}/q-x.xml: not well-formed XML ({exc})") from None
 
