@@ -1,0 +1,81 @@
+"""What a vLLM release needs from its host, and whether an installed release proved itself."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# The CUDA runtime wheel a GPU build pins: nvidia-cuda-runtime (CUDA 13 and later) or
+# nvidia-cuda-runtime-cu12 / -cu11.
+_CUDA_RUNTIME_PIN = re.compile(r"^nvidia-cuda-runtime(?:-cu\d+)?==(\d+)\.(\d+)", re.MULTILINE)
+
+# The first driver branch of each CUDA major version. Within a major version a newer toolkit runs on
+# an older driver of the same major (CUDA minor version compatibility), so the major decides.
+FIRST_DRIVER_BRANCH = {11: 450, 12: 525, 13: 580}
+
+# The PyPI project of this name is an unrelated package, not Triton's kernels.
+TRITON_KERNELS = "triton-kernels"
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def build_cuda(lock_text: str) -> str | None:
+    """The CUDA version (major.minor) a resolved lock's GPU build runs, or None for a CPU build."""
+    match = _CUDA_RUNTIME_PIN.search(lock_text or "")
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def _major(version: str | None) -> int | None:
+    match = re.match(r"\s*(\d+)", str(version or ""))
+    return int(match.group(1)) if match else None
+
+
+def driver_problem(cuda: str | None, gpu_facts: dict[str, Any] | None, host: str) -> str:
+    """Why the host's driver cannot run a build of CUDA ``cuda``; empty when it can or nothing is known."""
+    facts = gpu_facts or {}
+    need, have = _major(cuda), _major(facts.get("cuda_version"))
+    if need is None or have is None or have >= need:
+        return ""
+    branch = FIRST_DRIVER_BRANCH.get(need)
+    fix = (
+        f"install driver branch {branch} or newer (nvidia_driver_branch: '{branch}')"
+        if branch
+        else "update the driver"
+    )
+    return (
+        f"host {host}: this vLLM build runs CUDA {cuda}, but the driver {facts.get('driver_version') or '?'} "
+        f"supports CUDA {facts.get('cuda_version')} at most: {fix}, or pin a vLLM build for CUDA {have}"
+    )
+
+
+def triton_kernels_problem(requirement: str) -> str:
+    """Why a triton-kernels requirement cannot be the right package; empty when it can."""
+    match = _REQUIREMENT_NAME.match(requirement or "")
+    if not match or match.group(1).lower().replace("_", "-") != TRITON_KERNELS:
+        return ""
+    if "@" in requirement or requirement.strip().endswith(".whl"):
+        return ""
+    return (
+        f"vllm_runtime_triton_kernels = {requirement!r} would install the PyPI project named "
+        "triton-kernels, an unrelated package. Give Triton's own: a wheel built from the Triton "
+        "repository at the wanted tag (a path or URL ending in .whl, or 'triton-kernels @ <url>'), or "
+        "leave it empty: current vLLM bundles the kernels it needs"
+    )
+
+
+def proof_problems(proof: dict[str, Any], version: str, cuda: str | None, gpu_count: int) -> list[str]:
+    """What an install proof (roles/vllm_runtime/files/prove_release.py output) says is wrong."""
+    problems = []
+    installed = str(proof.get("vllm") or "").split("+")[0]
+    if installed != version:
+        problems.append(f"vllm {installed or 'is missing'} is installed, not the pinned {version}")
+    if not proof.get("api_server_help"):
+        problems.append("the API server did not print its help (its argument parser does not build)")
+    if cuda and proof.get("torch_cuda") != cuda:
+        problems.append(f"torch is built for CUDA {proof.get('torch_cuda')}, the lock pins CUDA {cuda}")
+    devices = proof.get("cuda_devices")
+    if devices is not None and devices != gpu_count:
+        problems.append(
+            f"torch sees {devices} GPU(s) of the {gpu_count} the plan uses: check that the driver is loaded "
+            "and /dev/nvidia* exist (nvidia-smi), and CUDA_VISIBLE_DEVICES"
+        )
+    return problems
