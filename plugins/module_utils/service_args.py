@@ -78,3 +78,17 @@ def systemd_quote(arg: str) -> str:
 
 def systemd_exec(argv: list[str]) -> str:
     return " ".join(systemd_quote(a) for a in argv)
+
+
+def start_limit_interval_s(start_timeout_s: int, restart_sec: int, stop_timeout_s: int, burst: int) -> int:
+    """StartLimitIntervalSec under which ``burst`` failed loads trip systemd's start limit.
+
+    systemd opens a window at a start and refuses the start that makes the count exceed the burst while
+    it comes within the interval of the window's first start. A load that fails only at its start timeout
+    is stopped (at most ``stop_timeout_s``) and started again ``restart_sec`` later, so the refused start
+    comes ``burst`` such cycles after the first: the interval must hold them all.
+    """
+    if int(burst) < 1:
+        raise ValueError(f"the start limit burst must be 1 or more, not {burst}")
+    cycle_s = max(int(start_timeout_s), 0) + max(int(stop_timeout_s), 0) + max(int(restart_sec), 0)
+    return int(burst) * cycle_s
