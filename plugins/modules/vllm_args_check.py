@@ -56,6 +56,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+accepted:
+  description: Whether vLLM accepted the command line.
+  returned: when the parser was found
+  type: bool
+  sample: true
 vllm_version:
   description: The installed vLLM's version.
   returned: when vLLM imports
@@ -111,6 +116,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         except VllmApiNotFound as exc:
             return {"msg": f"vLLM {version}: the server's argument parser or a parser registry is {exc}"}
     facts = {
+        "accepted": result.ok,
         "vllm_version": version,
         "parser_from": result.parser_from,
         "refused": result.refused,

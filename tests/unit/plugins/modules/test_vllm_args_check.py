@@ -60,6 +60,7 @@ def test_an_accepted_line_changes_nothing(run_module, installed, check_mode):
         check_mode=check_mode,
     )
     assert not result.get("failed") and result["changed"] is False
+    assert result["accepted"] is True
     assert result["vllm_version"] == "0.33.0"
     assert result["parser_from"] == "vllm.entrypoints.common.cli_args.make_arg_parser"
     assert result["refused"] == []
@@ -72,7 +73,7 @@ def test_vllm_is_imported_with_the_cpu_platform(run_module, installed):
 
 def test_a_refused_line_fails_with_vllms_message(run_module, installed):
     result = run_module(vllm_args_check, {"argv": ["--model", "/srv/m", "--no-such-flag"]})
-    assert result["failed"]
+    assert result["failed"] and result["accepted"] is False
     assert result["msg"] == "unrecognized arguments: --no-such-flag"
     assert result["refused"] == ["--no-such-flag"]
 
