@@ -22,11 +22,9 @@ def vllm_runtime_triton_kernels_problem(requirement: str) -> str:
     return vr.triton_kernels_problem(requirement)
 
 
-def vllm_runtime_proof_problems(
-    proof: dict[str, Any], version: str, cuda: str | None, gpu_count: Any
-) -> list[str]:
-    """What an install proof says is wrong with a release (empty: it proved itself)."""
-    return vr.proof_problems(proof, str(version), cuda, int(gpu_count or 0))
+def vllm_runtime_proof_problems(output: str, version: str, cuda: str | None, gpu_count: Any) -> list[str]:
+    """What an install proof's output says is wrong with a release (empty: it proved itself)."""
+    return vr.proof_problems(output, str(version), cuda, int(gpu_count or 0))
 
 
 class FilterModule:

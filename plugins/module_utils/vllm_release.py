@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -62,8 +63,24 @@ def triton_kernels_problem(requirement: str) -> str:
     )
 
 
-def proof_problems(proof: dict[str, Any], version: str, cuda: str | None, gpu_count: int) -> list[str]:
+def read_proof(output: str) -> dict[str, Any] | None:
+    """The proof's result: the last line of its output that is a JSON object (vLLM logs come before)."""
+    for line in reversed((output or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                proof = json.loads(line)
+            except ValueError:
+                return None
+            return proof if isinstance(proof, dict) else None
+    return None
+
+
+def proof_problems(output: str, version: str, cuda: str | None, gpu_count: int) -> list[str]:
     """What an install proof (roles/vllm_runtime/files/prove_release.py output) says is wrong."""
+    proof = read_proof(output)
+    if proof is None:
+        return ["the proof printed no result (its output ends: " + (output or "")[-300:] + ")"]
     problems = []
     installed = str(proof.get("vllm") or "").split("+")[0]
     if installed != version:

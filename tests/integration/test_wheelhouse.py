@@ -2,9 +2,9 @@
 
 Needs the package index (skipped when it cannot be reached) and uv (.cache/uv/bin/uv, made by
 scripts/bootstrap.sh). A small wheelhouse is built from scratch to prove the check mode / real run /
-idempotence cycle and the offline install; the CPU vLLM wheelhouse is the lab's cached one
-(lab/serve_tiny.py keeps it under .cache/lab/wheelhouse/): it is built once (about 900 MB) and
-then only re-checked.
+idempotence cycle and the offline install; the CPU vLLM wheelhouse is the one the lab and the
+vllm_runtime role share (~/.cache/llmfleet/wheelhouses/): it is built once per machine (about
+900 MB) and then only re-checked.
 """
 
 from __future__ import annotations

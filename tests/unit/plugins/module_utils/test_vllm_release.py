@@ -1,5 +1,7 @@
 """What a vLLM release needs from its host (CUDA vs driver, triton-kernels), and its install proof."""
 
+import json
+
 import pytest
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_release import (
@@ -73,10 +75,26 @@ def test_the_unrelated_pypi_project_is_refused(requirement):
 GOOD_CUDA_PROOF = {"vllm": "0.33.0", "torch": "2.14.0+cu130", "torch_cuda": "13.0", "api_server_help": True}
 
 
+# What a host prints: vLLM logs and warnings (the become tty merges stderr), then the result.
+LOGS = (
+    "INFO 12-06 22:08:01 [__init__.py:216] Automatically detected platform cpu.\r\nDeprecationWarning: x\r\n"
+)
+
+
+def output(proof: dict) -> str:
+    return LOGS + json.dumps(proof) + "\r\n"
+
+
 def test_a_release_that_proves_itself():
-    assert proof_problems(GOOD_CUDA_PROOF, "0.33.0", "13.0", 8) == []
+    assert proof_problems(output(GOOD_CUDA_PROOF), "0.33.0", "13.0", 8) == []
     cpu = {"vllm": "0.32.0+cpu", "torch": "2.13.0+cpu", "torch_cuda": None, "api_server_help": True}
-    assert proof_problems(cpu, "0.32.0", None, 0) == []
+    assert proof_problems(output(cpu), "0.32.0", None, 0) == []
+
+
+def test_a_proof_that_printed_no_result():
+    problems = proof_problems(LOGS + "Traceback (most recent call last):\n", "0.33.0", "13.0", 8)
+    assert problems[0].startswith("the proof printed no result")
+    assert "Traceback" in problems[0]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +107,6 @@ def test_a_release_that_proves_itself():
     ],
 )
 def test_each_failed_proof_is_named(change, words):
-    problems = proof_problems(GOOD_CUDA_PROOF | change, "0.33.0", "13.0", 8)
+    problems = proof_problems(output(GOOD_CUDA_PROOF | change), "0.33.0", "13.0", 8)
     assert len(problems) == 1
     assert words in problems[0]
