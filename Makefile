@@ -16,7 +16,7 @@ PYTEST := pytest -p no:cacheprovider
 
 # Every molecule scenario, in the order `make test` runs them (one stage each); scripts/stages.py
 # refuses to run when a scenario directory is missing here.
-MOLECULE_SCENARIOS := default nvidia_driver model_weights model_weights_peer e2e
+MOLECULE_SCENARIOS := default nvidia_driver model_weights model_weights_peer e2e gpu
 
 bootstrap:
 	@bash scripts/bootstrap.sh
