@@ -122,8 +122,12 @@ class HubDouble:
     def set_faults(self, *faults: dict[str, Any], append: bool = False) -> list[dict[str, Any]]:
         return self._call("POST", "faults", {"faults": list(faults), "append": append})["faults"]
 
-    def set_tokens(self, tokens: dict[str, str]) -> None:
-        self._call("POST", "auth", {"tokens": tokens})
+    def set_tokens(
+        self, tokens: dict[str, str], private: list[str] | None = None, accounts: list[str] | None = None
+    ) -> None:
+        """``tokens``: each repository's token (the repository is gated, or private when ``private`` lists it);
+        ``accounts``: further tokens the hub knows, which see no restricted repository."""
+        self._call("POST", "auth", {"tokens": tokens, "private": private or [], "accounts": accounts or []})
 
     # -- counters ------------------------------------------------------------------------------------------
     def file_stats(self, repo_id: str) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,14 @@ file offset), ``slow`` (delay before answering and/or a rate in bytes/s), ``stat
 A fault matches on request kind (``revision``, ``listing``, ``head``, ``file``, ``any``), ``api`` (``hf``, ``ms``,
 ``any``), ``repo`` and ``path`` globs, and applies ``times`` times (``null`` = until removed).
 
+Access (``POST /_double/auth``, ``--tokens``/``--config``): ``tokens`` maps a repository to the token that can
+see it; such a repository is gated unless ``private`` lists it; ``accounts`` are further valid tokens (an account
+that sees no restricted repository). The Hugging Face API answers as the real hub does: a token it does not know
+is refused on every repository (401, ``Invalid credentials in Authorization header``); a missing repository, or a
+private one the caller cannot see, is ``RepoNotFound`` (401 without a token, 404 with a valid one); a gated
+repository's metadata is public, its files need access (``GatedRepo``: 401 without a token, 403 with another
+account's). The ModelScope API answers 401 for any listed repository without its token.
+
 Counters: ``GET /_double/stats`` returns requests and body bytes per file, per request kind and in total;
 ``POST /_double/reset`` clears them (``{"faults": true}`` also clears the faults).
 
@@ -68,7 +76,7 @@ LFS_SUFFIXES = frozenset(
 )
 BRANCH_ALIASES = {"main": "master", "master": "main"}
 HF_TREE_PAGE_SIZE = 1000
-KINDS = ("revision", "listing", "head", "file", "any")
+KINDS = ("revision", "listing", "head", "file", "auth", "any")
 FAULT_KINDS = ("cut", "stall", "flip", "slow", "status")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -245,8 +253,22 @@ class DoubleState:
         self.lock = threading.Lock()
         self.faults: list[Fault] = []
         self.tokens: dict[str, str] = {}
+        self.private: set[str] = set()
+        self.accounts: set[str] = set()
         self.stopping = threading.Event()
         self.reset_stats()
+
+    def set_access(
+        self, tokens: dict[str, str], private: list[str] | None = None, accounts: list[str] | None = None
+    ) -> None:
+        with self.lock:
+            self.tokens = dict(tokens)
+            self.private = set(private or ())
+            self.accounts = set(accounts or ())
+
+    def access(self) -> dict[str, Any]:
+        with self.lock:
+            return {"tokens": dict(self.tokens), "private": set(self.private), "accounts": set(self.accounts)}
 
     def reset_stats(self) -> None:
         with self.lock:
@@ -340,6 +362,46 @@ class DoubleState:
                     }
                 )
             )
+
+
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How the Hugging Face API refuses a request: status, ``X-Error-Code`` (None for a refused token), message."""
+
+    status: int
+    code: str | None
+    message: str
+
+
+def hf_refusal(
+    access: dict[str, Any], repo: str, exists: bool, bearer: str | None, content: bool, endpoint: str
+) -> Refusal | None:
+    """The real hub's answer to ``bearer`` (None: no token) asking for ``repo``'s metadata or, when ``content``,
+    its files; None when it is served. ``access`` holds ``tokens``, ``private`` and ``accounts``."""
+    tokens: dict[str, str] = access["tokens"]
+    if bearer is not None and bearer not in set(tokens.values()) | set(access["accounts"]):
+        return Refusal(401, None, INVALID_CREDENTIALS)
+    token = tokens.get(repo)
+    private = repo in access["private"]
+    allowed = (token is None and not private) or (bearer is not None and bearer == token)
+    if not exists or (private and not allowed):
+        return Refusal(401 if bearer is None else 404, "RepoNotFound", "Repository not found")
+    if allowed or not content:
+        return None
+    if bearer is None:
+        message = (
+            f"Access to model {repo} is restricted. You must have access to it and be authenticated to access it. "
+            "Please log in."
+        )
+        return Refusal(401, "GatedRepo", message)
+    message = (
+        f"Access to model {repo} is restricted and you are not in the authorized list. "
+        f"Visit {endpoint}/{repo} to ask for access."
+    )
+    return Refusal(403, "GatedRepo", message)
 
 
 class ConnectionCut(Exception):
@@ -476,9 +538,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 return self._json(200, {"faults": [asdict(f) for f in state.faults]})
         if what == "auth" and method == "POST":
             body = self._read_json_body()
-            with state.lock:
-                state.tokens = dict(body.get("tokens", {}))
-            return self._json(200, {"repos": sorted(state.tokens)})
+            state.set_access(body.get("tokens", {}), body.get("private"), body.get("accounts"))
+            return self._json(200, {"repos": sorted(state.tokens), "private": sorted(state.private)})
         self._json(404, {"error": f"unknown control endpoint {'/'.join(segments)}"})
 
     # -- faults before answering -----------------------------------------------------------------------------
@@ -525,12 +586,30 @@ class HubHandler(BaseHTTPRequestHandler):
         cookie = self.headers.get("Cookie", "")
         return f"m_session_id={token}" in cookie
 
-    def _unauthorized(self, api: str, repo: str) -> None:
+    def _unauthorized_ms(self, repo: str) -> None:
         message = f"Access to model {repo} is restricted: a valid token is required."
-        if api == "ms":
-            self._json(401, {"Code": 401, "Message": message, "Success": False})
-        else:
-            self._json(401, {"error": message}, {"X-Error-Code": "GatedRepo", "X-Error-Message": message})
+        self._json(401, {"Code": 401, "Message": message, "Success": False})
+
+    def _hf_refused(self, org: str, name: str, content: bool) -> bool:
+        """Answer as the real hub refuses this request (see :func:`hf_refusal`); True when it did."""
+        try:
+            self.server.store.repo_dir(org, name)
+            exists = True
+        except NotFound:
+            exists = False
+        authorization = self.headers.get("Authorization", "")
+        bearer = authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else None
+        host = self.headers.get("Host", "127.0.0.1")
+        refusal = hf_refusal(
+            self.server.state.access(), f"{org}/{name}", exists, bearer, content, f"http://{host}"
+        )
+        if refusal is None:
+            return False
+        headers = {"X-Error-Message": refusal.message}
+        if refusal.code:
+            headers["X-Error-Code"] = refusal.code
+        self._json(refusal.status, {"error": refusal.message}, headers)
+        return True
 
     def _not_found(self, exc: NotFound) -> None:
         if self._api == "ms":
@@ -653,11 +732,10 @@ class HubHandler(BaseHTTPRequestHandler):
         if not rest or rest[0] == "revision":
             revision = rest[1] if len(rest) > 1 else "main"
             self._pre_faults("revision", "hf", repo, "")
-            if self._status_sent:
+            if self._status_sent or self._hf_refused(org, name, content=False):
                 return
-            if not self._authorized(repo):
-                return self._unauthorized("hf", repo)
             rev = self.server.store.resolve(org, name, revision)
+            access = self.server.state.access()
             return self._json(
                 200,
                 {
@@ -665,8 +743,8 @@ class HubHandler(BaseHTTPRequestHandler):
                     "id": repo,
                     "modelId": repo,
                     "sha": rev.commit,
-                    "private": False,
-                    "gated": bool(self.server.state.tokens.get(repo)) and "manual",
+                    "private": repo in access["private"],
+                    "gated": repo in access["tokens"] and repo not in access["private"] and "manual",
                     "disabled": False,
                     "downloads": 0,
                     "likes": 0,
@@ -679,10 +757,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if rest[0] == "tree" and len(rest) >= 2:
             prefix = "/".join(rest[2:])
             self._pre_faults("listing", "hf", repo, prefix)
-            if self._status_sent:
+            if self._status_sent or self._hf_refused(org, name, content=False):
                 return
-            if not self._authorized(repo):
-                return self._unauthorized("hf", repo)
             rev = self.server.store.resolve(org, name, rest[1])
             entries = _hf_tree(rev, prefix, query.get("recursive", "").lower() in ("true", "1"))
             cursor = int(query.get("cursor") or 0)
@@ -693,6 +769,11 @@ class HubHandler(BaseHTTPRequestHandler):
                 nxt = f"http://{host}{raw_path}?recursive={query.get('recursive', 'false')}&cursor={cursor + HF_TREE_PAGE_SIZE}"
                 headers["Link"] = f'<{nxt}>; rel="next"'
             return self._json(200, page, headers)
+        if rest == ["auth-check"]:
+            self._pre_faults("auth", "hf", repo, "")
+            if self._status_sent or self._hf_refused(org, name, content=True):
+                return
+            return self._json(200, {})
         self._json(404, {"error": f"unsupported API path {raw_path}"})
 
     def _hf_resolve(self, method: str, org: str, name: str, revision: str, path: str) -> None:
@@ -700,10 +781,8 @@ class HubHandler(BaseHTTPRequestHandler):
         kind = "head" if method == "HEAD" else "file"
         self._api = "hf"
         self._pre_faults(kind, "hf", repo, path)
-        if self._status_sent:
+        if self._status_sent or self._hf_refused(org, name, content=True):
             return
-        if not self._authorized(repo):
-            return self._unauthorized("hf", repo)
         rev = self.server.store.resolve(org, name, revision)
         meta = rev.file(path)
         if meta is None:
@@ -755,7 +834,7 @@ class HubHandler(BaseHTTPRequestHandler):
             if self._status_sent:
                 return
             if not self._authorized(repo):
-                return self._unauthorized("ms", repo)
+                return self._unauthorized_ms(repo)
             rev = store.resolve(org, name, query.get("Revision") or "master")
             recursive = query.get("Recursive", "false").lower() in ("true", "1")
             files = _ms_listing(rev, query.get("Root", "").strip("/"), recursive)
@@ -768,7 +847,7 @@ class HubHandler(BaseHTTPRequestHandler):
             if self._status_sent:
                 return
             if not self._authorized(repo):
-                return self._unauthorized("ms", repo)
+                return self._unauthorized_ms(repo)
             rev = store.resolve(org, name, query.get("Revision") or "master")
             meta = rev.file(path)
             if meta is None:
@@ -786,7 +865,7 @@ class HubHandler(BaseHTTPRequestHandler):
             if self._status_sent:
                 return
             if not self._authorized(repo):
-                return self._unauthorized("ms", repo)
+                return self._unauthorized_ms(repo)
             branches = []
             for revision_name in store.revision_names(org, name):
                 rev = store.resolve(org, name, revision_name)
@@ -933,7 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--faults", help="JSON list of faults, or @file")
     parser.add_argument("--tokens", help='JSON {"org/name": "token"} of repos that need a token, or @file')
-    parser.add_argument("--config", help='JSON {"faults": [...], "tokens": {...}}, or @file')
+    parser.add_argument(
+        "--config",
+        help='JSON {"faults": [...], "tokens": {...}, "private": [repos], "accounts": [valid tokens]}, or @file',
+    )
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
@@ -945,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.host, args.port), Path(args.root), cdn_url=args.cdn_url, verbose=args.verbose
     )
     server.state.set_faults(faults)
-    server.state.tokens = tokens
+    server.state.set_access(tokens, config.get("private"), config.get("accounts"))
     if args.port_file:
         Path(args.port_file).write_text(str(server.server_address[1]))
     print(f"hubdouble serving {args.root} on {server.url}", file=sys.stderr, flush=True)

@@ -243,19 +243,123 @@ def test_status_faults_reach_the_clients_as_their_errors(hub_double, repo, tmp_p
     assert expected in f"{type(err.value).__name__} {err.value}"
 
 
-def test_unknown_revision_and_repo_get_the_hf_error_codes(hub_double, repo):
+def test_unknown_revision_gets_the_hf_error_code_and_modelscope_a_404(hub_double, repo):
     status, headers, _ = get(f"{hub_double.url}/api/models/{REPO}/revision/v9")
     assert (status, headers["X-Error-Code"]) == (404, "RevisionNotFound")
-    status, headers, _ = get(f"{hub_double.url}/api/models/acme/nothing/revision/main")
-    assert (status, headers["X-Error-Code"]) == (404, "RepoNotFound")
     status, _, body = get(f"{hub_double.url}/api/v1/models/{REPO}/repo/files?Revision=v9")
     assert status == 404 and "v9" in json.loads(body)["Message"]
+    status, _, body = get(f"{hub_double.url}/api/v1/models/acme/nothing/repo/files?Revision=master")
+    assert status == 404 and "acme/nothing" in json.loads(body)["Message"]
 
 
-def test_tokens_gate_a_repo_but_not_the_cdn(hub_double, repo, tmp_path):
+GATED, PRIVATE, ACCOUNT = "acme/gated", "acme/private", "someone-else"
+TOKENS = {GATED: "gated-token", PRIVATE: "private-token", REPO: "tiny-token"}
+GATED_NO_TOKEN = f"Access to model {GATED} is restricted. You must have access to it and be authenticated"
+GATED_OTHER = f"Access to model {GATED} is restricted and you are not in the authorized list. Visit http://"
+INVALID = "Invalid credentials in Authorization header"
+NOT_FOUND = "Repository not found"
+
+
+@pytest.fixture
+def restricted(hub_double: HubDouble, repo: Path) -> HubDouble:
+    """acme/tiny (gated), acme/gated (gated), acme/private (private), acme/public, and a valid account."""
+    for name in ("gated", "private", "public"):
+        make_model_repo(hub_double.root, f"acme/{name}", "main", shards=1, shard_size=1000)
+    hub_double.set_tokens(dict(TOKENS), private=[PRIVATE], accounts=[ACCOUNT])
+    return hub_double
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "what", "token", "expected"),
+    [
+        ("acme/missing", "revision", None, (401, "RepoNotFound", NOT_FOUND)),
+        ("acme/missing", "revision", ACCOUNT, (404, "RepoNotFound", NOT_FOUND)),
+        ("acme/missing", "revision", "wrong", (401, None, INVALID)),
+        (PRIVATE, "revision", None, (401, "RepoNotFound", NOT_FOUND)),
+        (PRIVATE, "tree", ACCOUNT, (404, "RepoNotFound", NOT_FOUND)),
+        (PRIVATE, "resolve", None, (401, "RepoNotFound", NOT_FOUND)),
+        (PRIVATE, "revision", "private-token", (200, None, None)),
+        ("acme/public", "revision", "wrong", (401, None, INVALID)),
+        ("acme/public", "resolve", "wrong", (401, None, INVALID)),
+        ("acme/public", "resolve", ACCOUNT, (200, None, None)),
+        (GATED, "revision", None, (200, None, None)),
+        (GATED, "tree", None, (200, None, None)),
+        (GATED, "resolve", None, (401, "GatedRepo", GATED_NO_TOKEN)),
+        (GATED, "auth-check", None, (401, "GatedRepo", GATED_NO_TOKEN)),
+        (GATED, "resolve", ACCOUNT, (403, "GatedRepo", GATED_OTHER)),
+        (GATED, "resolve", "private-token", (403, "GatedRepo", GATED_OTHER)),
+        (GATED, "resolve", "gated-token", (200, None, None)),
+        (GATED, "auth-check", "gated-token", (200, None, None)),
+        (GATED, "revision", "wrong", (401, None, INVALID)),
+    ],
+)
+def test_hf_api_refuses_as_the_real_hub(restricted, repo_id, what, token, expected):
+    path = {
+        "revision": f"/api/models/{repo_id}/revision/main",
+        "tree": f"/api/models/{repo_id}/tree/main?recursive=true",
+        "auth-check": f"/api/models/{repo_id}/auth-check",
+        "resolve": f"/{repo_id}/resolve/main/config.json",
+    }[what]
+    status, headers, body = get(
+        restricted.url + path, {"Authorization": f"Bearer {token}"} if token else {}, method="GET"
+    )
+    want_status, want_code, want_message = expected
+    assert (status, headers.get("X-Error-Code")) == (want_status, want_code)
+    if want_message:
+        assert headers["X-Error-Message"].startswith(want_message)
+        assert json.loads(body)["error"] == headers["X-Error-Message"]
+
+
+def test_hf_metadata_tells_gated_and_private(restricted):
+    gated = json.loads(get(f"{restricted.url}/api/models/{GATED}/revision/main")[2])
+    assert (gated["gated"], gated["private"]) == ("manual", False)
+    private = get(
+        f"{restricted.url}/api/models/{PRIVATE}/revision/main", {"Authorization": "Bearer private-token"}
+    )[2]
+    assert (json.loads(private)["gated"], json.loads(private)["private"]) == (False, True)
+    public = json.loads(get(f"{restricted.url}/api/models/acme/public/revision/main")[2])
+    assert (public["gated"], public["private"]) == (False, False)
+
+
+def test_modelscope_keeps_401_for_a_restricted_repo_without_its_token(restricted):
+    for repo_id in (GATED, PRIVATE):
+        url = f"{restricted.url}/api/v1/models/{repo_id}/repo/files?Revision=master"
+        status, _, body = get(url)
+        assert status == 401 and repo_id in json.loads(body)["Message"]
+        assert get(url, {"Cookie": f"m_session_id={TOKENS[repo_id]}"})[0] == 200
+    # ModelScope ignores a token it does not know on a public repository.
+    assert (
+        get(f"{restricted.url}/api/v1/models/acme/public/repo/files", {"Cookie": "m_session_id=x"})[0] == 200
+    )
+
+
+def test_real_clients_raise_their_own_errors_for_each_refusal(restricted):
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    api = HfApi(endpoint=restricted.url)
+    with pytest.raises(RepositoryNotFoundError) as missing:
+        api.model_info("acme/missing", token=False)
+    assert missing.value.response.status_code == 401 and "Repository Not Found for url" in str(missing.value)
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info(PRIVATE, token=ACCOUNT)
+    with pytest.raises(HfHubHTTPError) as refused:
+        api.model_info("acme/public", token="wrong")
+    assert not isinstance(refused.value, RepositoryNotFoundError) and refused.value.server_message == INVALID
+    assert api.model_info(GATED, token=False).gated == "manual"
+    url = hf_hub_url(GATED, "config.json", endpoint=restricted.url)
+    with pytest.raises(GatedRepoError) as gated:
+        get_hf_file_metadata(url, token=False, endpoint=restricted.url)
+    assert gated.value.response.status_code == 401
+    with pytest.raises(GatedRepoError) as other:
+        api.auth_check(GATED, token=ACCOUNT)
+    assert other.value.response.status_code == 403
+
+
+def test_a_token_opens_its_repo_but_the_cdn_needs_none(hub_double, repo, tmp_path):
     hub_double.set_tokens({REPO: "s3cret"})
-    status, _, _ = get(f"{hub_double.url}/api/models/{REPO}/revision/main")
-    assert status == 401
+    status, headers, _ = get(f"{hub_double.url}/{REPO}/resolve/main/config.json")
+    assert (status, headers["X-Error-Code"]) == (401, "GatedRepo")
     status, _, body = get(
         f"{hub_double.url}/api/models/{REPO}/revision/main", {"Authorization": "Bearer s3cret"}
     )
