@@ -69,7 +69,6 @@ WHEELHOUSE_INPUTS = {
     "reuse_lock": True,
 }
 SERVED_MODEL_NAME = "llmfleet/tiny"
-MAX_MODEL_LEN = 1024
 SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
 
 
@@ -259,6 +258,15 @@ def prepare() -> tuple[Path, Path, Path]:
 
 
 # ---- the server ----------------------------------------------------------------------------
+def max_model_len(model: Path) -> int:
+    """The model's whole context (``max_position_embeddings`` in its config.json)."""
+    config = model / "config.json"
+    try:
+        return int(json.loads(config.read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ServeError(f"cannot read max_position_embeddings from {config}: {exc!r}") from exc
+
+
 def server_argv(
     venv: Path,
     model: Path,
@@ -271,7 +279,7 @@ def server_argv(
 ) -> list[str]:
     argv = [str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
     argv += ["--model", str(model), "--served-model-name", served_model_name]
-    argv += ["--host", host, "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN)]
+    argv += ["--host", host, "--port", str(port), "--max-model-len", str(max_model_len(model))]
     if tool_parser:
         argv += ["--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
     if reasoning_parser:

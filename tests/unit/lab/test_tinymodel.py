@@ -10,11 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 REPO = Path(__file__).resolve().parents[3]
 BUILD = REPO / "lab" / "tinymodel" / "build.py"
+PROFILE = REPO / "models" / "llmfleet-tiny.yml"
+# The deployment guide's clients ask for up to this many new tokens (max_tokens).
+GUIDE_MAX_TOKENS = 32768
 
 
 def _load_build():
@@ -60,11 +64,11 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def _rope(x: np.ndarray, theta: float) -> np.ndarray:
-    """x: [positions, heads, head_dim], rotate-half convention of Llama."""
+def _rope(x: np.ndarray, theta: float, start: int = 0) -> np.ndarray:
+    """x: [positions, heads, head_dim] at positions start, start + 1, ...; rotate-half convention of Llama."""
     positions, _, dim = x.shape
     inv_freq = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
-    angles = np.arange(positions)[:, None] * inv_freq[None, :]
+    angles = np.arange(start, start + positions)[:, None] * inv_freq[None, :]
     cos = np.concatenate([np.cos(angles)] * 2, axis=-1)[:, None, :]
     sin = np.concatenate([np.sin(angles)] * 2, axis=-1)[:, None, :]
     half = dim // 2
@@ -72,8 +76,8 @@ def _rope(x: np.ndarray, theta: float) -> np.ndarray:
     return x * cos + rotated * sin
 
 
-def forward_logits(ids: list[int], cfg: dict, w: dict[str, np.ndarray]) -> np.ndarray:
-    """Logits of the last position for token ids ``ids``."""
+def forward_logits(ids: list[int], cfg: dict, w: dict[str, np.ndarray], start: int = 0) -> np.ndarray:
+    """Logits of the last position for token ids ``ids``, the first of them at position ``start``."""
     eps = cfg["rms_norm_eps"]
     heads, kv_heads, head_dim = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     h = w["model.embed_tokens.weight"].astype(np.float64)[ids]
@@ -84,7 +88,7 @@ def forward_logits(ids: list[int], cfg: dict, w: dict[str, np.ndarray]) -> np.nd
         q = (x @ w[p + "self_attn.q_proj.weight"].T).reshape(n, heads, head_dim)
         k = (x @ w[p + "self_attn.k_proj.weight"].T).reshape(n, kv_heads, head_dim)
         v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(n, kv_heads, head_dim)
-        q, k = _rope(q, cfg["rope_theta"]), _rope(k, cfg["rope_theta"])
+        q, k = _rope(q, cfg["rope_theta"], start), _rope(k, cfg["rope_theta"], start)
         group = heads // kv_heads
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
         scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(head_dim)
@@ -100,10 +104,12 @@ def forward_logits(ids: list[int], cfg: dict, w: dict[str, np.ndarray]) -> np.nd
     return (h @ w["lm_head.weight"].T)[-1]
 
 
-def greedy(prompt: list[int], cfg: dict, w: dict[str, np.ndarray], limit: int = 40) -> list[int]:
+def greedy(
+    prompt: list[int], cfg: dict, w: dict[str, np.ndarray], limit: int = 40, start: int = 0
+) -> list[int]:
     ids, out = list(prompt), []
     for _ in range(limit):
-        token = int(np.argmax(forward_logits(ids, cfg, w)))
+        token = int(np.argmax(forward_logits(ids, cfg, w, start)))
         out.append(token)
         ids.append(token)
         if token == cfg["eos_token_id"]:
@@ -152,7 +158,14 @@ def test_cli_writes_the_model(tmp_path, capsys):
 
 
 # ---- config and weights -----------------------------------------------------------------------
+def profile_mismatches(config: dict, profile_config: dict) -> dict[str, tuple]:
+    """key: (model's value, profile's value) for every number of the profile the model disagrees with."""
+    model = {**config, "torch_dtype": config["dtype"]}
+    return {k: (model.get(k), v) for k, v in profile_config.items() if model.get(k) != v}
+
+
 def test_config_matches_the_profile_numbers(config):
+    assert profile_mismatches(config, yaml.safe_load(PROFILE.read_text())["config"]) == {}
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["num_hidden_layers"] == 1
     assert config["hidden_size"] == 128
@@ -162,7 +175,23 @@ def test_config_matches_the_profile_numbers(config):
     assert config["num_key_value_heads"] in (1, 2)
     assert config["vocab_size"] < 128
     assert config["vocab_size"] <= config["hidden_size"]
-    assert config["max_position_embeddings"] == 1024
+
+
+def test_a_profile_out_of_step_with_the_model_is_caught(config):
+    """Negative: the profile's old context (1024) is reported as a mismatch."""
+    stale = {**yaml.safe_load(PROFILE.read_text())["config"], "max_position_embeddings": 1024}
+    assert profile_mismatches(config, stale) == {
+        "max_position_embeddings": (config["max_position_embeddings"], 1024)
+    }
+
+
+def test_context_holds_the_guides_largest_request(model_dir, config, facts):
+    """A chat with a tool is about 400 prompt tokens; max_tokens 32768 must fit beside it, many times over."""
+    context = config["max_position_embeddings"]
+    assert context >= 65536
+    assert context >= GUIDE_MAX_TOKENS + 1024
+    tokenizer_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert tokenizer_cfg["model_max_length"] == facts["max_model_len"] == context
 
 
 def test_head_dim_is_one_cpu_attention_supports(config):
@@ -223,6 +252,43 @@ def test_forward_pass_continues_mid_script(config, tensors, tokenizer, facts):
     i = facts["script"].index("</think>")
     prompt = tokenizer.encode("anything " + facts["script"][i]).ids
     assert int(np.argmax(forward_logits(prompt, config, tensors))) == script[i + 1]
+
+
+def last_position(config: dict, prompt: list[int], script: list[int]) -> int:
+    """Where a prompt starts so that it and the whole script end on the context's last position."""
+    return config["max_position_embeddings"] - len(prompt) - len(script)
+
+
+def test_forward_pass_reproduces_the_script_at_the_end_of_the_context(config, tensors, tokenizer, facts):
+    """Positions do not matter: rotary embeddings only reach the zero attention output projection."""
+    prompt = tokenizer.encode("]~b]ai\n<think>\n").ids
+    start = last_position(config, prompt, facts["script_token_ids"])
+    assert start > GUIDE_MAX_TOKENS
+    assert greedy(prompt, config, tensors, start=start) == facts["script_token_ids"]
+
+
+def test_logits_are_the_same_at_every_position(config, tensors, tokenizer):
+    prompt = tokenizer.encode("What is the weather in San Francisco?").ids
+    near = forward_logits(prompt, config, tensors)
+    for start in (1000, GUIDE_MAX_TOKENS, last_position(config, prompt, [])):
+        assert np.array_equal(forward_logits(prompt, config, tensors, start), near), start
+
+
+def test_positions_would_matter_with_a_non_zero_attention_output(config, tensors, tokenizer):
+    """Negative: the same exact comparison sees the positions once attention reaches the residual.
+
+    Rotary embeddings are relative, so what changes far out is only the rounding of the rotation
+    angles (about 1e-11 here): the comparison is exact, and even that is caught.
+    """
+    broken = dict(tensors)
+    broken["model.layers.0.self_attn.o_proj.weight"] = np.full_like(
+        tensors["model.layers.0.self_attn.o_proj.weight"], 3.0
+    )
+    prompt = tokenizer.encode("What is the weather in San Francisco?").ids
+    far = last_position(config, prompt, [])
+    assert not np.array_equal(
+        forward_logits(prompt, config, broken, far), forward_logits(prompt, config, broken)
+    )
 
 
 def test_scripted_token_wins_by_a_large_margin(config, tensors, tokenizer):
