@@ -36,7 +36,7 @@ import pytest
 from ansible_collections.llmfleet.serve.plugins.module_utils import openai_checks as oc
 
 REPO = Path(__file__).resolve().parents[2]
-MAX_TOKENS = 64  # the tiny model's script is 14 tokens; its context is 1024
+MAX_TOKENS = 64  # the tiny model's script is 14 tokens
 
 
 # --- an endpoint that is already running ----------------------------------------------------------
@@ -80,7 +80,7 @@ def test_reference_flags_pass_every_check(vllm_server, tiny_model):
     checks = data["checks"]
     script = tiny_model[1]
     assert checks["models"]["details"]["served"] == ["llmfleet/tiny"]
-    assert checks["models"]["details"]["max_model_len"] == 1024
+    assert checks["models"]["details"]["max_model_len"] == script["max_model_len"]
     assert checks["tool_call"]["details"]["arguments"] == script["tool_call"]["arguments"]
     assert checks["tool_call"]["details"]["finish_reason"] == "tool_calls"
     assert checks["auth"]["details"]["statuses"] == {"no_key": 401, "configured_key": 200, "wrong_key": 401}

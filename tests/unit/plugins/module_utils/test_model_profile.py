@@ -93,7 +93,7 @@ def test_tiny_model_is_cpu_servable_with_minimax_parsers():
     assert tiny.num_layers == 1 and tiny.hidden_size == 128
     assert tiny.num_attention_heads == 2 and tiny.head_dim == 64 and tiny.num_kv_heads in (1, 2)
     assert tiny.head_dim in CPU_HEAD_SIZES
-    assert tiny.max_model_len == 1024
+    assert tiny.max_model_len == 131072
     assert tiny.weights_bytes < 1_000_000
     assert tiny.dtype in ("float32", "bfloat16")
     assert tiny.cpu.servable is True

@@ -307,7 +307,7 @@ def test_cpu_plan_for_the_tiny_model():
     plan = plan_vllm({"count": 0, "gpus": [], "mig_devices": [], "interconnect": "none"}, TINY, host="cpu1")
     assert plan.fits and plan.device == "cpu" and plan.layout == "cpu"
     assert plan.gpu_count == 0
-    assert plan.max_model_len == 1024
+    assert plan.max_model_len == 131072
     assert "--gpu-memory-utilization" not in plan.vllm_args
     assert "--tensor-parallel-size" not in plan.vllm_args
     assert plan.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
