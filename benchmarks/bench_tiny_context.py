@@ -18,7 +18,6 @@ Only one server runs at a time; each is stopped before the next starts.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import socket
 import statistics
 import subprocess
@@ -30,18 +29,10 @@ from pathlib import Path
 from _common import machine, publish
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lab"))
+import serve_tiny as serve  # noqa: E402
+
 SETTLE_S = 2.0  # after /health, for the engine's last allocations
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
 
 
 def session_pids(sid: int, proc: Path = Path("/proc")) -> list[int]:
@@ -82,6 +73,7 @@ def tree_memory_mib(sid: int, proc: Path = Path("/proc")) -> dict[str, float]:
 
 
 def build_baseline(revision: str, out: Path) -> Path:
+    """The model as ``revision``'s builder made it, written by that builder's own command line."""
     source = subprocess.run(
         ["git", "show", f"{revision}:lab/tinymodel/build.py"],
         cwd=REPO,
@@ -89,10 +81,11 @@ def build_baseline(revision: str, out: Path) -> Path:
         text=True,
         check=True,
     ).stdout
-    builder_path = out / "build_baseline.py"
-    builder_path.write_text(source)
-    builder = load("llmfleet_tinymodel_build_baseline", builder_path)
-    builder.write_model(out / "model")
+    builder = out / "build_baseline.py"
+    builder.write_text(source)
+    subprocess.run(
+        [sys.executable, str(builder), "--out", str(out / "model")], check=True, stdout=subprocess.DEVNULL
+    )
     return out / "model"
 
 
