@@ -106,6 +106,101 @@ def _where(source: str, endpoint: str | None, model: str, revision: str | None) 
     return f"{source}{at}: model {model} revision {revision}"
 
 
+# What the Hugging Face hub refused, from the error class huggingface_hub raised or its X-Error-Code header.
+HF_ERROR_CODES = {
+    "GatedRepo": "gated",
+    "RepoNotFound": "repo",
+    "RevisionNotFound": "revision",
+    "EntryNotFound": "entry",
+}
+
+
+def hf_cause(
+    exc: BaseException, status: int | None, errors: dict[str, type[BaseException]], token_given: bool
+) -> str | None:
+    """What the Hugging Face hub refused (a cause of :func:`hf_refusal`): from the class huggingface_hub raised
+    (``errors``, see :func:`_hf_error_classes`), else from the response's X-Error-Code (releases without that
+    class), else from the status; None when it is no refusal."""
+    # GatedRepoError is a RepositoryNotFoundError: test it first.
+    for cls_name, cause in (
+        ("GatedRepoError", "gated"),
+        ("RepositoryNotFoundError", "repo"),
+        ("RevisionNotFoundError", "revision"),
+        ("EntryNotFoundError", "entry"),
+    ):
+        if isinstance(exc, errors[cls_name]):
+            return cause
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    code = HF_ERROR_CODES.get(str(headers.get("X-Error-Code") or ""))
+    if code and status is not None and 400 <= status < 500:
+        return code
+    if status == 401 and token_given:
+        return "token"
+    if status in (401, 403):
+        return "denied"
+    if status == 404:
+        return "repo"
+    return None
+
+
+def hf_refusal(
+    cause: str,
+    *,
+    where: str,
+    model: str,
+    revision: str,
+    status: int | None,
+    detail: str,
+    token_given: bool,
+) -> HubError:
+    """The error for a Hugging Face hub refusal. ``cause``: ``repo`` (RepoNotFound: missing, or private and not
+    visible; the hub answers 401 without a token, 404 with one), ``gated`` (GatedRepo: the metadata is public, the
+    files need an account that was granted access), ``revision``, ``entry``, ``token`` (a 401 without a code
+    to a token: invalid or expired) or ``denied`` (any other 401/403)."""
+    http = f"HTTP {status}" if status is not None else "no HTTP status"
+    if cause == "repo":
+        seen = "the token given cannot see it" if token_given else "no token was given"
+        return HubError(
+            "repo_not_found",
+            f"{where}: {model} not found, or private ({http}, {seen}): check the model id, or give a token that "
+            "can see it (token).",
+            status,
+        )
+    if cause == "gated":
+        who = (
+            "the token given belongs to an account that has not been granted access"
+            if token_given
+            else "no token was given"
+        )
+        return HubError(
+            "auth",
+            f"{where}: {model} is gated and {who} ({http}): request access on the model's page on the hub, then "
+            "give a token of an account that has it (token).",
+            status,
+        )
+    if cause == "revision":
+        return HubError(
+            "revision_not_found",
+            f"{where}: revision not found ({http}): {model} has no revision {revision!r}; name a branch, tag or "
+            "commit it has (revision).",
+            status,
+        )
+    if cause == "entry":
+        return HubError("file_not_found", f"{where}: file not found ({http}): {detail}", status)
+    if cause == "token":
+        return HubError(
+            "auth",
+            f"{where}: the hub refused the token ({http}: {detail.rstrip('.')}): it is invalid or expired. Give a "
+            "valid token (token), or none for a public model.",
+            status,
+        )
+    return HubError(
+        "auth",
+        f"{where}: access denied ({http}): {detail.rstrip('.')}. Give a token with read access to {model} (token).",
+        status,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # ModelScope
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,26 +382,23 @@ class HuggingFaceSource:
     def default_revision(self) -> str:
         return HUGGINGFACE_DEFAULT_REVISION
 
-    def _error(self, exc: Exception, where: str) -> HubError:
+    def _error(self, exc: Exception, where: str, model: str, revision: str) -> HubError:
         e = self._errors
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, e["RevisionNotFoundError"]):
-            return HubError(
-                "revision_not_found", f"{where}: revision not found (HTTP {status}): {detail}", status
+        cause = hf_cause(exc, status, e, bool(self.token))
+        if cause is not None:
+            server = getattr(exc, "server_message", None)
+            return hf_refusal(
+                cause,
+                where=where,
+                model=model,
+                revision=revision,
+                status=status,
+                detail=str(server).strip() if server else detail,
+                token_given=bool(self.token),
             )
-        if isinstance(exc, e["EntryNotFoundError"]):
-            return HubError("file_not_found", f"{where}: file not found (HTTP {status}): {detail}", status)
-        if isinstance(exc, e["GatedRepoError"]) or status in (401, 403):
-            return HubError(
-                "auth",
-                f"{where}: access denied (HTTP {status}): {detail.rstrip('.')}. The model is gated or private: give a token "
-                "with access to it (token), or check the token.",
-                status,
-            )
-        if isinstance(exc, e["RepositoryNotFoundError"]) or status == 404:
-            return HubError("repo_not_found", f"{where}: model not found (HTTP {status}): {detail}", status)
         if status is not None and (status >= 500 or status in (408, 429)):
             return HubError("server", f"{where}: server error (HTTP {status}): {detail}", status)
         if _is_transport_error(exc) or isinstance(exc, e["LocalEntryNotFoundError"]):
@@ -319,10 +411,14 @@ class HuggingFaceSource:
         requested = revision or HUGGINGFACE_DEFAULT_REVISION
         if is_commit(requested):
             return ResolvedRevision(requested, requested, True)
+        where = _where(self.label, self.endpoint, model, requested)
         try:
             info = self.api.model_info(model, revision=requested, token=self.token)
+            # A gated model's metadata is public and only its files are refused: ask now, not per file.
+            if getattr(info, "gated", False) and hasattr(self.api, "auth_check"):
+                self.api.auth_check(model, token=self.token)
         except Exception as exc:
-            raise self._error(exc, _where(self.label, self.endpoint, model, requested)) from exc
+            raise self._error(exc, where, model, requested) from exc
         sha = str(getattr(info, "sha", "") or "")
         if is_commit(sha):
             return ResolvedRevision(requested, sha, True)
@@ -345,7 +441,7 @@ class HuggingFaceSource:
                 else:
                     files.append(RemoteFile(entry.path, int(entry.size), None, str(entry.blob_id).lower()))
         except Exception as exc:
-            raise self._error(exc, where) from exc
+            raise self._error(exc, where, model, revision) from exc
         return files
 
     def download(self, model: str, revision: str, remote: RemoteFile, staging: Path) -> Digest | None:
@@ -389,7 +485,7 @@ class HuggingFaceSource:
         except HubError:
             raise
         except Exception as exc:
-            raise self._error(exc, where) from exc
+            raise self._error(exc, where, model, revision) from exc
 
 
 def _hf_error_classes() -> dict[str, type[BaseException]]:

@@ -47,15 +47,21 @@ def running_module(
         process.communicate()
 
 
+def module_result(
+    args: dict[str, Any], workdir: Path, preexec_fn: Callable[[], None] | None = None
+) -> tuple[dict[str, Any], str, float]:
+    """The module's result, failed or not, the end of its stderr, and its wall time."""
+    began = time.perf_counter()
+    process = module_process(args, workdir, preexec_fn)
+    out, err = process.communicate()
+    return json.loads(out), err.decode()[-2000:], time.perf_counter() - began
+
+
 def run_module(
     args: dict[str, Any], workdir: Path, preexec_fn: Callable[[], None] | None = None
 ) -> tuple[dict[str, Any], float]:
     """The module's result and its wall time; a failed run raises RuntimeError with the end of its stderr."""
-    began = time.perf_counter()
-    process = module_process(args, workdir, preexec_fn)
-    out, err = process.communicate()
-    elapsed = time.perf_counter() - began
-    result = json.loads(out)
+    result, err, elapsed = module_result(args, workdir, preexec_fn)
     if result.get("failed"):
-        raise RuntimeError(f"module failed: {result.get('msg')}\n{err.decode()[-2000:]}")
+        raise RuntimeError(f"module failed: {result.get('msg')}\n{err}")
     return result, elapsed
