@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import re
 
-# Flags whose value the plan decides: setting them by hand would bypass its fit and layout checks.
-PLANNED_FLAGS = frozenset(
-    {
-        "--tensor-parallel-size",
-        "--data-parallel-size",
-        "--pipeline-parallel-size",
-        "--enable-expert-parallel",
-        "--max-model-len",
-        "--gpu-memory-utilization",
-        "--max-num-seqs",
-        "--tool-call-parser",
-        "--reasoning-parser",
-        "--served-model-name",
-        "--model",
-        "--host",
-        "--port",
-        "--api-key",
-    }
-)
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import PLANNED_FLAGS
+
+# Flags the service sets itself (where vLLM listens, what it serves, the key it asks for).
+SERVICE_FLAGS = frozenset({"--model", "--host", "--port", "--api-key"})
 SHORT_ALIASES = {
     "-tp": "--tensor-parallel-size",
     "-dp": "--data-parallel-size",
@@ -52,7 +37,7 @@ def extra_args_conflicts(planned_args: list[str], extra_args: list[str]) -> list
     planned = parse_flags(planned_args)
     errors = []
     for flag, value in parse_flags(extra_args).items():
-        if flag not in PLANNED_FLAGS:
+        if flag not in PLANNED_FLAGS | SERVICE_FLAGS:
             continue
         if flag in planned and planned[flag] == value:
             continue

@@ -88,6 +88,26 @@ REFUSAL_KINDS = (
 )
 
 
+# Every flag the plan may put on vLLM's command line and decides the value of: a hand-set value
+# would bypass its fit and layout checks (the service role refuses them in its extra arguments).
+PLANNED_FLAGS = frozenset(
+    {
+        "--tensor-parallel-size",
+        "--pipeline-parallel-size",
+        "--data-parallel-size",
+        "--enable-expert-parallel",
+        "--served-model-name",
+        "--max-model-len",
+        "--gpu-memory-utilization",
+        "--max-num-seqs",
+        "--kv-cache-dtype",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "--reasoning-parser",
+    }
+)
+
+
 class OverrideError(ValueError):
     """A user override is malformed."""
 
@@ -1122,6 +1142,7 @@ def plan_many(
 
 
 __all__ = [
+    "PLANNED_FLAGS",
     "REFUSAL_KINDS",
     "Fit",
     "OverrideError",

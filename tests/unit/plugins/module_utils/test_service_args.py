@@ -33,6 +33,14 @@ def test_flag_the_plan_leaves_unset_fails_too():
     assert "--data-parallel-size 2, but the plan has --data-parallel-size not set" in error
 
 
+@pytest.mark.parametrize(
+    "extra", [["--kv-cache-dtype", "fp8"], ["--enable-auto-tool-choice"], ["--port", "9000"]]
+)
+def test_every_flag_the_plan_or_the_service_decides_is_refused_by_hand(extra):
+    [error] = extra_args_conflicts(PLAN, extra)
+    assert extra[0] in error
+
+
 def test_systemd_quote():
     assert systemd_quote("--port") == "--port"
     assert systemd_quote("/srv/models/MiniMaxAI/MiniMax-M2") == "/srv/models/MiniMaxAI/MiniMax-M2"

@@ -27,6 +27,7 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import (
     MIXED_GPUS,
     NO_DRIVER,
     NO_GPU_LAYOUT,
+    PLANNED_FLAGS,
     REFUSAL_KINDS,
     UNSUPPORTED_LAYOUT,
     VLLM_TOO_OLD,
@@ -581,3 +582,21 @@ def test_the_pinned_release_is_checked_against_the_model_minimum():
 def test_the_override_wins_over_the_pinned_release():
     plan = plan_vllm(facts(8), M2, {"vllm_version": "0.34.1"}, vllm_versions=PINS)
     assert plan.vllm_version == "0.34.1"
+
+
+def test_every_flag_a_plan_decides_is_one_the_service_refuses_by_hand():
+    """PLANNED_FLAGS is what the service checks extra arguments against: no planned flag may escape it."""
+    emitted = set()
+    for case in CASES:
+        g = case["gpus"]
+        plan = plan_vllm(
+            facts(g["count"], g.get("mib", 0), g.get("name", "GPU"), g.get("cc")),
+            PROFILES[case["model"]],
+            case.get("overrides"),
+        )
+        emitted |= {arg for arg in plan.vllm_args if arg.startswith("--")}
+    fp8_kv = plan_vllm(facts(8), M2, {"kv_cache_dtype": "fp8"})
+    emitted |= {arg for arg in fp8_kv.vllm_args if arg.startswith("--")}
+    assert "--kv-cache-dtype" in emitted
+    profile_flags = {"--trust-remote-code"}
+    assert emitted - profile_flags <= PLANNED_FLAGS
