@@ -3,9 +3,13 @@
 
     python3 scripts/stages.py [--json .cache/stages.json] [--logs .cache/stages]
 
-The stages run one after another and stop at the first failure: bootstrap, lint, unit, collection
-build, integration, then one stage per molecule scenario, in the order of the Makefile's
-MOLECULE_SCENARIOS (which must name every directory under molecule/ with a molecule.yml).
+The stages run one after another and stop at the first failure: bootstrap, lint, verify steps,
+unit, collection build, integration, then one stage per molecule scenario, in the order of the
+Makefile's MOLECULE_SCENARIOS (which must name every directory under molecule/ with a molecule.yml).
+
+Every test must run: "verify steps" fails when a scenario's verify would check nothing, and the
+pytest runs (unit, collection build, integration, and the testinfra verifiers inside molecule)
+fail on a skip that tests/expected_skips.yml does not name (scripts/audit_tests.py).
 
 Once bootstrap is done, the prefetches that the planned stages need start in the background
 (their output goes to <logs>/prefetch-<name>.log): the test fleet's base root, the lab's vLLM
@@ -48,6 +52,14 @@ SCENARIO_NEEDS = {
 }
 # Prefetches start once this stage has passed (they run from the environment it makes).
 START_PREFETCH_AFTER = "bootstrap"
+# The pytest runs fail on a skip that tests/expected_skips.yml does not name; molecule's testinfra
+# verifiers run outside tests/, so they load the audit as a plugin.
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+AUDIT = REPO / "scripts" / "audit_tests.py"
+STRICT_SKIPS = {"LLMFLEET_STRICT_SKIPS": "1"}
+TESTINFRA_AUDIT = {**STRICT_SKIPS, "PYTEST_ADDOPTS": f"-p {AUDIT.stem}", "PYTHONPATH": str(AUDIT.parent)}
+# Variables a stage adds to rather than replaces, with their separators.
+APPENDED = {"PYTEST_ADDOPTS": " ", "PYTHONPATH": os.pathsep}
 
 
 class PlanError(RuntimeError):
@@ -59,6 +71,7 @@ class Stage:
     name: str
     argv: tuple[str, ...]
     needs: tuple[str, ...] = ()  # names of prefetches to wait for
+    env: dict[str, str] = field(default_factory=dict)  # set for the stage's command (see APPENDED)
 
 
 @dataclass
@@ -108,17 +121,33 @@ def plan(scenarios: list[str]) -> list[Stage]:
     stages = [
         Stage("bootstrap", make("bootstrap")),
         Stage("lint", make("lint")),
-        Stage("unit", make("unit")),
-        Stage("collection build", make("build")),
-        Stage("integration", make("integration"), ("base root", "lab venv and model")),
+        Stage("verify steps", (str(VENV_PYTHON), str(AUDIT), "scenarios", *scenarios)),
+        Stage("unit", make("unit"), env=STRICT_SKIPS),
+        Stage("collection build", make("build"), env=STRICT_SKIPS),
+        Stage("integration", make("integration"), ("base root", "lab venv and model"), STRICT_SKIPS),
     ]
     stages += [
         Stage(
-            f"molecule {name}", ("molecule", "test", "-s", name), ("base root", *SCENARIO_NEEDS.get(name, ()))
+            f"molecule {name}",
+            ("molecule", "test", "-s", name),
+            ("base root", *SCENARIO_NEEDS.get(name, ())),
+            TESTINFRA_AUDIT,
         )
         for name in scenarios
     ]
     return stages
+
+
+def stage_environ(env: dict[str, str], environ: dict[str, str]) -> dict[str, str] | None:
+    """The environment of a stage's command: ``environ`` with ``env`` set (None: unchanged)."""
+    if not env:
+        return None
+    merged = dict(environ)
+    for key, value in env.items():
+        if key in APPENDED and environ.get(key):
+            value = f"{environ[key]}{APPENDED[key]}{value}"
+        merged[key] = value
+    return merged
 
 
 def needed_prefetches(stages: list[Stage]) -> list[str]:
@@ -199,7 +228,9 @@ def run(
                         print(tail(done.log), file=out)
             print(f"stages: {stage.name}: {' '.join(stage.argv)}", file=out, flush=True)
             result.started_at = now()
-            code = subprocess.run(stage.argv, check=False).returncode
+            code = subprocess.run(
+                stage.argv, check=False, env=stage_environ(stage.env, dict(os.environ))
+            ).returncode
             result.seconds = now() - result.started_at
             result.status = "ok" if code == 0 else f"failed (exit {code})"
             if code != 0:

@@ -1,9 +1,13 @@
-"""Make `ansible_collections.llmfleet.serve` importable from a plain checkout."""
+"""Make `ansible_collections.llmfleet.serve` importable from a plain checkout, and load the
+expected-skips audit (scripts/audit_tests.py): with CI or LLMFLEET_STRICT_SKIPS set, or with
+--strict-skips, a skip that tests/expected_skips.yml does not name fails the session."""
 
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COLLECTIONS = REPO / ".collections"
-if str(COLLECTIONS) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS))
+for path in (REPO / ".collections", REPO / "scripts"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+pytest_plugins = ["audit_tests"]

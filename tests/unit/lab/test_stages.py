@@ -72,6 +72,7 @@ def test_the_plan_runs_one_stage_per_scenario_and_waits_only_where_needed():
     assert [stage.name for stage in plan] == [
         "bootstrap",
         "lint",
+        "verify steps",
         "unit",
         "collection build",
         "integration",
@@ -88,6 +89,28 @@ def test_the_plan_runs_one_stage_per_scenario_and_waits_only_where_needed():
     # without a gpu scenario nothing waits for the CUDA wheelhouse, so it is not fetched
     assert "cuda wheelhouse" not in stages.needed_prefetches(stages.plan(["default", "e2e"]))
     assert set(stages.needed_prefetches(plan)) <= set(stages.PREFETCH_TARGETS)
+
+
+def test_every_pytest_run_audits_its_skips_and_every_scenario_its_verify_step():
+    by_name = {stage.name: stage for stage in stages.plan(["default", "gpu"])}
+    assert by_name["verify steps"].argv[-3:] == ("scenarios", "default", "gpu")
+    assert Path(by_name["verify steps"].argv[1]) == REPO / "scripts" / "audit_tests.py"
+    for name in ("unit", "collection build", "integration", "molecule default", "molecule gpu"):
+        assert by_name[name].env["LLMFLEET_STRICT_SKIPS"] == "1", name
+    # testinfra runs inside molecule, outside tests/: the audit comes in as a plugin
+    testinfra = by_name["molecule default"].env
+    assert testinfra["PYTEST_ADDOPTS"] == "-p audit_tests"
+    assert Path(testinfra["PYTHONPATH"]) / "audit_tests.py" == REPO / "scripts" / "audit_tests.py"
+    assert by_name["lint"].env == by_name["bootstrap"].env == {}
+
+
+def test_a_stage_adds_to_the_pytest_options_and_python_path_it_inherits():
+    env = {"PYTEST_ADDOPTS": "-x", "LLMFLEET_STRICT_SKIPS": "0", "HOME": "/root"}
+    merged = stages.stage_environ(stages.TESTINFRA_AUDIT, env)
+    assert merged["PYTEST_ADDOPTS"] == "-x -p audit_tests"
+    assert merged["PYTHONPATH"] == str(REPO / "scripts")
+    assert (merged["LLMFLEET_STRICT_SKIPS"], merged["HOME"]) == ("1", "/root")
+    assert stages.stage_environ({}, env) is None
 
 
 def test_the_prefetch_targets_exist_in_the_makefile():
@@ -115,6 +138,15 @@ def test_a_stage_starts_only_once_the_prefetch_it_needs_is_done(tmp_path):
     assert [(r.name, r.status) for r in fetched] == [("root", "ok")]
     assert set(results[2].waited) == {"root"}
     assert fetched[0].seconds is not None and fetched[0].started_at is not None
+
+
+def test_a_stage_command_runs_with_the_stage_environment(tmp_path):
+    plan = [
+        stages.Stage("unit", sh('test "$STAGE_PROBE" = 1'), env={"STAGE_PROBE": "1"}),
+        stages.Stage("lint", sh('test -z "$STAGE_PROBE"')),  # only for the stage that sets it
+    ]
+    results, _, _ = run(plan, {}, tmp_path)
+    assert [r.status for r in results] == ["ok", "ok"]
 
 
 def test_a_failed_prefetch_does_not_fail_the_run(tmp_path):
