@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The llmfleet test fleet: real Debian 12 hosts booted with systemd-nspawn, reached over SSH.
+"""The llmfleet test fleet: real Debian hosts (12 or 13) booted with systemd-nspawn, reached over SSH.
 
-Each host is an overlay over one cached debootstrap root (built once, keyed by its package list),
+Each host is an overlay over a cached debootstrap root of its suite (built once per suite, keyed by
+suite, mirror and package list),
 boots a real systemd with sshd, and lives in its own network namespace with a veth pair on a
 per-fleet bridge. The bridge address is the controller's address for the hosts; the hosts have no
 default route, so nothing reaches past the controller: they are offline, like an air-gapped site.
@@ -10,12 +11,13 @@ default route, so nothing reaches past the controller: they are offline, like an
     fleet.py destroy --fleet NAME         stop and remove everything a fleet made (also after a crash)
     fleet.py up --inventory HOSTS.yml     boot the fleet an inventory describes, unless it already runs
     fleet.py list                         fleets and hosts that exist
-    fleet.py build-root                   build (or reuse) the cached base root
+    fleet.py build-root [--suite SUITE]   build (or reuse) the cached base root of a suite (default bookworm)
 
 A spec (JSON):
     {"fleet": "demo", "subnet": "10.213.7.0/24",            # subnet optional: derived from the name
      "hosts": [{"name": "h1", "address": "10.213.7.11",     # address optional
                 "cpus": "1",                                # optional --cpu-affinity
+                "suite": "trixie",                          # optional Debian suite: bookworm (default) or trixie
                 "files": [{"src": "/path/x", "dest": "/usr/bin/x", "mode": "0755"}]}]}
 
 Needs root, debootstrap, systemd-container (systemd-nspawn), iproute2 and ssh-keygen.
@@ -37,17 +39,20 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 STATE_DIR = Path(os.environ.get("LLMFLEET_LAB_STATE", "/var/lib/llmfleet-lab"))
 CACHE_DIR = Path(os.environ.get("LLMFLEET_LAB_CACHE", "/var/cache/llmfleet-lab"))
 MIRROR = os.environ.get("LLMFLEET_LAB_MIRROR", "http://deb.debian.org/debian")
-SUITE = "bookworm"
+# Debian suites a host can run, by release: bookworm (12) boots unless a host names another.
+SUITES = {"bookworm": "12", "trixie": "13"}
+DEFAULT_SUITE = "bookworm"
 LOGIN_USER = "llmfleet"
 # Everything a test host needs: systemd and sshd to be a host, python3/python3-apt/sudo for Ansible,
 # libnuma1, g++ and python3-dev for vLLM's CPU build (its worker needs libnuma, and torch compiles C++
-# against the Python headers), rsync for fan-out.
+# against the Python headers), rsync for fan-out. Every suite of SUITES has these names (trixie's
+# python3 is 3.13, bookworm's 3.11).
 PACKAGES = [
     "systemd",
     "systemd-sysv",
@@ -91,30 +96,38 @@ def short_hash(text: str, length: int = 6) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def root_key() -> str:
-    return short_hash(json.dumps([SUITE, MIRROR, sorted(PACKAGES), LOGIN_USER, ROOT_FORMAT]), 16)
+def check_suite(suite: str, where: str) -> str:
+    if suite not in SUITES:
+        known = ", ".join(f"{name} (Debian {release})" for name, release in SUITES.items())
+        raise SystemExit(f"{where}: suite {suite!r} is not one the test fleet boots; known: {known}")
+    return suite
 
 
-def base_root() -> Path:
-    """Return the cached base root, building it on first use. Never booted itself."""
-    root = CACHE_DIR / "roots" / root_key() / "rootfs"
+def root_key(suite: str = DEFAULT_SUITE, mirror: str = MIRROR) -> str:
+    """The cache key of a suite's base root: what goes into it (suite, mirror, packages, user, format)."""
+    return short_hash(json.dumps([suite, mirror, sorted(PACKAGES), LOGIN_USER, ROOT_FORMAT]), 16)
+
+
+def base_root(suite: str = DEFAULT_SUITE) -> Path:
+    """Return the cached base root of a suite, building it on first use. Never booted itself."""
+    root = CACHE_DIR / "roots" / root_key(suite) / "rootfs"
     if (root.parent / "complete").exists():
         return root
     root.parent.parent.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / "roots" / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root.parent / "complete").exists():
-            build_base_root(root)
+            build_base_root(root, suite)
     return root
 
 
-def build_base_root(root: Path) -> None:
+def build_base_root(root: Path, suite: str) -> None:
     staging = root.parent.with_name(root.parent.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     debs = CACHE_DIR / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    log(f"building the base root {root_key()} with debootstrap (about a minute, once)")
+    log(f"building the {suite} base root {root.parent.name} with debootstrap (a minute or two, once)")
     started = time.monotonic()
     result = run(
         [
@@ -122,7 +135,7 @@ def build_base_root(root: Path) -> None:
             "--variant=minbase",
             f"--include={','.join(PACKAGES)}",
             f"--cache-dir={debs}",
-            SUITE,
+            suite,
             str(staging / "rootfs"),
             MIRROR,
         ],
@@ -130,11 +143,11 @@ def build_base_root(root: Path) -> None:
     )
     if result.returncode != 0:
         raise SystemExit(
-            f"debootstrap failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            f"debootstrap of {suite} failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         )
     customise_base_root(staging / "rootfs")
     (staging / "complete").write_text(
-        json.dumps({"packages": PACKAGES, "seconds": time.monotonic() - started})
+        json.dumps({"suite": suite, "packages": PACKAGES, "seconds": time.monotonic() - started})
     )
     shutil.rmtree(root.parent, ignore_errors=True)
     staging.rename(root.parent)
@@ -176,6 +189,26 @@ class HostSpec:
     address: str = ""
     cpus: str = ""
     files: list[dict] = field(default_factory=list)
+    suite: str = DEFAULT_SUITE
+
+
+def host_specs(fleet: str, hosts: list[dict]) -> list[HostSpec]:
+    """The hosts of a spec, checked: known keys, unique names, known suites."""
+    known = {f.name for f in fields(HostSpec)}
+    specs = []
+    for entry in hosts:
+        name = entry.get("name", "?")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise SystemExit(f"fleet {fleet}, host {name}: unknown key(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")  # fmt: skip
+        spec = HostSpec(**entry)
+        check_suite(spec.suite, f"fleet {fleet}, host {name}")
+        specs.append(spec)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"fleet {fleet}: duplicate host names in {names}")
+    return specs
 
 
 @dataclass
@@ -189,6 +222,7 @@ class Host:
     netns: str
     veth: str
     pid: int = 0
+    suite: str = DEFAULT_SUITE
 
     @property
     def dir(self) -> Path:
@@ -267,6 +301,7 @@ def plan_hosts(fleet: str, subnet: ipaddress.IPv4Network, specs: list[HostSpec])
                 cpus=spec.cpus or str(index % (os.cpu_count() or 1)),
                 netns=netns_prefix(fleet) + spec.name,
                 veth=f"lfv{short_hash(fleet + '/' + spec.name, 9)}",
+                suite=spec.suite,
             )
         )
     return hosts
@@ -401,9 +436,9 @@ def load_hosts(fleet: str) -> list[Host]:
     return hosts
 
 
-def create_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> dict:
+def create_host(host: Host, spec: HostSpec, lowers: dict[str, Path], public_key: str) -> dict:
     save_host(host)  # first, so that destroy finds what a crashed create left
-    prepare_host(host, spec, lower, public_key)
+    prepare_host(host, spec, lowers[host.suite], public_key)
     plug_network(host)
     boot(host)
     wait_for_login(host)
@@ -423,12 +458,9 @@ def instance(host: Host) -> dict:
 
 def create(spec: dict) -> list[dict]:
     fleet = spec["fleet"]
-    specs = [HostSpec(**h) for h in spec["hosts"]]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"fleet {fleet}: duplicate host names in {names}")
+    specs = host_specs(fleet, spec["hosts"])
     destroy(fleet, quiet=True)  # stale leftovers of a crashed run are cleaned, not tripped over
-    lower = base_root()
+    lowers = {suite: base_root(suite) for suite in sorted({s.suite for s in specs})}
     subnet = choose_subnet(fleet, spec.get("subnet"))
     hosts = plan_hosts(fleet, subnet, specs)
     fleet_dir(fleet).mkdir(parents=True, exist_ok=True)
@@ -436,7 +468,7 @@ def create(spec: dict) -> list[dict]:
     public_key = ensure_key(fleet)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         futures = [
-            pool.submit(create_host, h, s, lower, public_key) for h, s in zip(hosts, specs, strict=True)
+            pool.submit(create_host, h, s, lowers, public_key) for h, s in zip(hosts, specs, strict=True)
         ]
         errors, instances = [], []
         for future in futures:
@@ -527,15 +559,17 @@ def destroy(fleet: str, quiet: bool = False) -> None:
 
 
 def spec_from_inventory(path: Path) -> dict:
-    """A spec from an inventory: group `llmfleet_lab`, its `lab_fleet` (name, subnet), hosts' ansible_host."""
+    """A spec from an inventory: group `llmfleet_lab`, its `lab_fleet` (name, subnet), hosts' ansible_host
+    (and `lab_cpus`, `lab_suite` when set)."""
     import yaml  # only this command reads YAML; the rest of the driver is stdlib
 
     inventory = yaml.safe_load(path.read_text())
     group = inventory["all"]["children"]["llmfleet_lab"]
     lab = group["vars"]["lab_fleet"]
     hosts = [
-        {"name": name, "address": host["ansible_host"], **({"cpus": str(host["lab_cpus"])}
-                                                          if "lab_cpus" in host else {})}
+        {"name": name, "address": host["ansible_host"],
+         **({"cpus": str(host["lab_cpus"])} if "lab_cpus" in host else {}),
+         **({"suite": str(host["lab_suite"])} if "lab_suite" in host else {})}
         for name, host in group["hosts"].items()
     ]  # fmt: skip
     return {"fleet": lab["name"], "subnet": lab["subnet"], "hosts": hosts}
@@ -544,8 +578,10 @@ def spec_from_inventory(path: Path) -> dict:
 def up(spec: dict) -> list[dict]:
     """Create the fleet unless every host of the spec already runs and answers on SSH."""
     running = {h.name: h for h in load_hosts(spec["fleet"]) if pid_alive(h.pid)}
-    wanted = {h["name"]: h.get("address") for h in spec["hosts"]}
-    if set(running) == set(wanted) and all(running[n].address == a for n, a in wanted.items()):
+    wanted = {h["name"]: (h.get("address"), h.get("suite", DEFAULT_SUITE)) for h in spec["hosts"]}
+    if set(running) == set(wanted) and all(
+        (running[n].address, running[n].suite) == w for n, w in wanted.items()
+    ):
         try:
             for host in running.values():
                 wait_for_login(host)
@@ -562,7 +598,7 @@ def list_fleets() -> dict:
         for path in sorted(STATE_DIR.iterdir()):
             if path.is_dir():
                 fleets[path.name] = [
-                    {"name": h.name, "address": h.address, "running": pid_alive(h.pid)}
+                    {"name": h.name, "address": h.address, "suite": h.suite, "running": pid_alive(h.pid)}
                     for h in load_hosts(path.name)
                 ]
     return fleets
@@ -581,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd = sub.add_parser("up", help="boot the fleet an inventory describes, unless it already runs")
     up_cmd.add_argument("--inventory", required=True, type=Path)
     sub.add_parser("list", help="show fleets and hosts")
-    sub.add_parser("build-root", help="build or reuse the cached base root")
+    build_cmd = sub.add_parser("build-root", help="build or reuse the cached base root of a suite")
+    build_cmd.add_argument("--suite", default=DEFAULT_SUITE, choices=sorted(SUITES))
     args = parser.parse_args(argv)
 
     if os.geteuid() != 0:
@@ -600,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "list":
         print(json.dumps(list_fleets(), indent=2))
     else:
-        print(base_root())
+        print(base_root(args.suite))
     return 0
 
 

@@ -9,16 +9,17 @@ Package names, repository URLs and key fingerprints (checked against public sour
 docs/nvidia_driver.md):
 
 - NVIDIA's CUDA repository, ``https://developer.download.nvidia.com/compute/cuda/repos/<distro>/<arch>/``
-  with ``<distro>`` debian12, ubuntu2204, ubuntu2404 or rhel9 and ``<arch>`` x86_64 or sbsa (aarch64).
-  Debian and Ubuntu trees are signed by key ``3bf863cc`` (fingerprint
-  EB693B3035CD5710E231E123A4B469963BF863CC), RHEL trees by ``D42D0685``
-  (610C7B14E068A878070DA4E99CD0A493D42D0685).
-- Debian 12, CUDA repository: the compute-only set ``nvidia-driver-cuda`` + ``nvidia-kernel-open-dkms``
-  (or ``nvidia-kernel-dkms``, proprietary) + ``nvidia-persistenced``; the branch lives in the version
-  (580.95.05-1), so an APT pin holds it. Fabric Manager: ``nvidia-fabricmanager-<branch>`` up to 575,
-  unsuffixed ``nvidia-fabricmanager`` from 580.
-- Debian 12's own archive: only branch 535 (``nvidia-kernel-dkms`` in non-free,
-  ``nvidia-open-kernel-dkms`` in contrib), and no Fabric Manager.
+  with ``<distro>`` debian12, debian13, ubuntu2204, ubuntu2404 or rhel9 and ``<arch>`` x86_64 or sbsa
+  (aarch64; debian13 has an x86_64 tree only). The debian12, Ubuntu trees are signed by key ``3bf863cc``
+  (fingerprint EB693B3035CD5710E231E123A4B469963BF863CC), the debian13 tree by its own key ``8793F200``
+  (02182E60104FCDC26EAE1B8597A5D4CB8793F200: the older key's SHA-1 binding signature is refused by
+  Debian 13's apt), RHEL trees by ``D42D0685`` (610C7B14E068A878070DA4E99CD0A493D42D0685).
+- Debian 12 and 13, CUDA repository: the compute-only set ``nvidia-driver-cuda`` +
+  ``nvidia-kernel-open-dkms`` (or ``nvidia-kernel-dkms``, proprietary) + ``nvidia-persistenced``; the
+  branch lives in the version (580.95.05-1), so an APT pin holds it. Fabric Manager:
+  ``nvidia-fabricmanager-<branch>`` up to 575, unsuffixed ``nvidia-fabricmanager`` from 580.
+- Debian's own archive: one branch per release, 535 in Debian 12 and 550 in Debian 13
+  (``nvidia-kernel-dkms`` in non-free, ``nvidia-open-kernel-dkms`` in contrib), and no Fabric Manager.
 - Ubuntu archive: ``nvidia-driver-<branch>-server-open`` / ``nvidia-driver-<branch>-server`` and
   ``nvidia-fabricmanager-<branch>``.
 - Ubuntu, CUDA repository: ``nvidia-open-<branch>`` / ``cuda-drivers-<branch>`` up to 580, unsuffixed
@@ -39,6 +40,10 @@ from typing import Any
 
 CUDA_REPO_BASE = "https://developer.download.nvidia.com/compute/cuda/repos"
 APT_KEY = ("3bf863cc.pub", "EB693B3035CD5710E231E123A4B469963BF863CC")
+#: CUDA trees signed by a key of their own instead of APT_KEY.
+APT_KEYS_BY_DISTRO = {"debian13": ("8793F200.pub", "02182E60104FCDC26EAE1B8597A5D4CB8793F200")}
+#: CUDA trees that lack some of NVIDIA's architectures (others have x86_64 and sbsa).
+CUDA_ARCHES_BY_DISTRO = {"debian13": ("x86_64",)}
 RPM_KEY = ("D42D0685.pub", "610C7B14E068A878070DA4E99CD0A493D42D0685")
 REPO_NAME = "llmfleet-nvidia-cuda"
 
@@ -50,8 +55,8 @@ FABRICMANAGER_MODES = ("auto", "true", "false")
 OPEN_MODULES_MIN_BRANCH = 515
 #: The first branch that drives Blackwell GPUs (B200, RTX PRO 6000 Blackwell, RTX 50).
 BLACKWELL_MIN_BRANCH = 570
-#: Debian 12's own archive carries this branch only.
-DEBIAN_ARCHIVE_BRANCH = 535
+#: The one branch each Debian release's own archive carries.
+DEBIAN_ARCHIVE_BRANCHES = {"12": 535, "13": 550}
 # Where NVIDIA's packaging changed names (see the module docstring).
 CUDA_APT_SUFFIXED_DRIVER_MAX = 580
 CUDA_APT_SUFFIXED_FABRICMANAGER_MAX = 575
@@ -64,7 +69,7 @@ TURING_MIN_CC = (7, 5)
 BLACKWELL_MIN_CC = (10, 0)
 
 SUPPORTED_OS = {
-    "Debian": ("12",),
+    "Debian": ("12", "13"),
     "Ubuntu": ("22.04", "24.04"),
     "RedHat": ("9",),
     "Rocky": ("9",),
@@ -127,7 +132,7 @@ def make_target(distribution: str, version: str, architecture: str, kernel: str)
     if releases is None:
         raise DriverChoiceError(
             f"the OS {distribution} {version} is not supported by the nvidia_driver role; "
-            f"supported: Debian 12, Ubuntu 22.04 and 24.04, RHEL-family 9"
+            f"supported: Debian 12 and 13, Ubuntu 22.04 and 24.04, RHEL-family 9"
         )
     wanted = ".".join(version.split(".")[:2]) if distribution == "Ubuntu" else version.split(".")[0]
     if wanted not in releases:
@@ -252,11 +257,11 @@ def driver_packages(target: Target, branch: int, source: str, flavour: str) -> l
         if source == "cuda":
             kernel = "nvidia-kernel-open-dkms" if open_modules else "nvidia-kernel-dkms"
             return [Package("nvidia-driver-cuda"), Package(kernel), Package("nvidia-persistenced")]
-        if branch != DEBIAN_ARCHIVE_BRANCH:
+        archive_branch = DEBIAN_ARCHIVE_BRANCHES[target.major]
+        if branch != archive_branch:
             raise DriverChoiceError(
-                f"Debian 12's own archive only carries driver branch {DEBIAN_ARCHIVE_BRANCH}, not {branch}; "
-                "set nvidia_driver_source: cuda (NVIDIA's repository) or nvidia_driver_branch: "
-                f"{DEBIAN_ARCHIVE_BRANCH}"
+                f"Debian {target.major}'s own archive only carries driver branch {archive_branch}, not {branch}; "
+                f"set nvidia_driver_source: cuda (NVIDIA's repository) or nvidia_driver_branch: {archive_branch}"
             )
         kernel = "nvidia-open-kernel-dkms" if open_modules else "nvidia-kernel-dkms"
         return [
@@ -281,7 +286,7 @@ def fabricmanager_packages(target: Target, branch: int, source: str) -> list[Pac
     """The Fabric Manager package of the same branch."""
     if target.family == "debian" and source == "distribution":
         raise DriverChoiceError(
-            "Debian 12's own archive has no NVIDIA Fabric Manager, which NVSwitch systems need; "
+            f"Debian {target.major}'s own archive has no NVIDIA Fabric Manager, which NVSwitch systems need; "
             "set nvidia_driver_source: cuda (NVIDIA's repository)"
         )
     if target.family == "rhel":
@@ -326,7 +331,17 @@ def repository(
     """NVIDIA's CUDA repository for the host, or the mirror the operator names; None for distribution."""
     if source != "cuda":
         return None
-    key_file, default_fingerprint = RPM_KEY if target.family == "rhel" else APT_KEY
+    if target.family == "rhel":
+        key_file, default_fingerprint = RPM_KEY
+    else:
+        key_file, default_fingerprint = APT_KEYS_BY_DISTRO.get(target.cuda_distro, APT_KEY)
+    arches = CUDA_ARCHES_BY_DISTRO.get(target.cuda_distro)
+    if arches and target.cuda_arch not in arches:
+        raise DriverChoiceError(
+            f"NVIDIA's CUDA repository has no {target.cuda_distro}/{target.cuda_arch} tree for "
+            f"{target.distribution} {target.major} on {target.architecture} (only {', '.join(arches)}); "
+            "use nvidia_driver_source: distribution (Debian's own archive)"
+        )
     base = url.strip() or f"{CUDA_REPO_BASE}/{target.cuda_distro}/{target.cuda_arch}/"
     if not re.match(r"^(https?|file|ftp)://", base):
         raise DriverChoiceError(f"nvidia_driver_repo_url = {url!r} is not an http(s), ftp or file URL")

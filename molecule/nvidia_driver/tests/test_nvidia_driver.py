@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "lab"))
+import fleet  # noqa: E402 - lab/ is not a package; its suites (codename -> Debian release)
+
 VERSIONS = {"570": "570.172.08", "580": "580.95.05"}
 CUDA = {"570": "12.8", "580": "13.0"}
 QUERY = "index,uuid,name,pci.bus_id,memory.total,compute_cap"
@@ -36,6 +41,23 @@ def gpu_set_rows(host) -> list[dict[str, str]]:
     rows = list(csv.reader(text.splitlines(), skipinitialspace=True))
     names = [header.split(" [")[0] for header in rows[0]]
     return [dict(zip(names, (value.removesuffix(" MiB") for value in row), strict=True)) for row in rows[1:]]
+
+
+def platform_suite(host) -> str:
+    """The suite the scenario's platform asks for (fleet.py's default when it names none)."""
+    platforms = yaml.safe_load((Path(__file__).parents[1] / "molecule.yml").read_text())["platforms"]
+    name = host_vars(host)["inventory_hostname"]
+    return next(p.get("suite", fleet.DEFAULT_SUITE) for p in platforms if p["name"] == name)
+
+
+def test_the_host_runs_the_debian_release_of_its_suite(host):
+    """nvd-trixie is a Debian 13 host (Python 3.13), the others Debian 12: what the role ran on."""
+    suite = platform_suite(host)
+    assert host.system_info.distribution == "debian"
+    assert host.system_info.codename == suite
+    assert host.check_output("cut -d. -f1 /etc/debian_version") == fleet.SUITES[suite]
+    python = host.check_output("python3 -c 'import sys; print(*sys.version_info[:2], sep=\".\")'")
+    assert python == {"bookworm": "3.11", "trixie": "3.13"}[suite]
 
 
 def nvswitch_host(host) -> bool:

@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import pytest
+import yaml
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.preflight import (
     RoleSpec,
@@ -8,6 +11,8 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.preflight import (
     describe_accepted,
     role_spec,
 )
+
+REPO = Path(__file__).resolve().parents[4]
 
 SPECS = [
     role_spec(
@@ -108,3 +113,18 @@ def test_ansible_version_bounds():
 def test_describe_accepted():
     assert describe_accepted({"type": "dict", "options": {"b": {}, "a": {}}}) == "a dict with keys: a, b"
     assert describe_accepted({"type": "bool"}) == "a bool"
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [("12.7", True), ("13", True), ("13.1", True), ("11.11", False), ("14", False)],
+)
+def test_the_shipped_os_list_accepts_debian_12_and_13(version, ok):
+    """roles/preflight's default list (its argument spec agrees: tests/unit/roles/test_argument_specs.py)."""
+    defaults = yaml.safe_load((REPO / "roles/preflight/defaults/main.yml").read_text())
+    errors = check_os("gpu-07", "Debian", version, defaults["preflight_supported_os"])
+    assert (errors == []) is ok
+    if not ok:
+        assert errors[0].startswith(
+            f"host gpu-07: the OS Debian {version} is not supported; accepted: Debian 12, 13;"
+        )
