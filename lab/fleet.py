@@ -12,6 +12,10 @@ default route, so nothing reaches past the controller: they are offline, like an
     fleet.py up --inventory HOSTS.yml     boot the fleet an inventory describes, unless it already runs
     fleet.py list                         fleets and hosts that exist
     fleet.py build-root [--suite SUITE]   build (or reuse) the cached base root of a suite (default bookworm)
+    fleet.py snapshot --fleet NAME --host HOST --path DIR
+                                          keep what HOST wrote under DIR as a layer (hard links), print its directory
+    fleet.py add-layer --fleet NAME --host HOST --layer LAYER
+                                          reboot HOST with LAYER as an extra read-only layer under its own files
 
 A spec (JSON):
     {"fleet": "demo", "subnet": "10.213.7.0/24",            # subnet optional: derived from the name
@@ -223,6 +227,9 @@ class Host:
     veth: str
     pid: int = 0
     suite: str = DEFAULT_SUITE
+    # Snapshots of other hosts (their `root` directories) between the host's own files and the
+    # base root, topmost first.
+    layers: list[str] = field(default_factory=list)
 
     @property
     def dir(self) -> Path:
@@ -324,16 +331,24 @@ def ensure_key(fleet: str) -> str:
     return Path(f"{key}.pub").read_text()
 
 
+def overlay_options(lowers: list[Path], upper: Path, work: Path) -> str:
+    """The overlay mount options: `lowers` topmost first, the host's own files (upper) above them all."""
+    for path in (*lowers, upper, work):
+        if any(char in str(path) for char in ":,"):
+            raise SystemExit(f"overlay layer {path}: a path with ':' or ',' cannot be an overlay layer")
+    return f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
+
+
+def mount_root(host: Host, base: Path) -> None:
+    """Mount the host's root: its own files over its layers over the base root of its suite."""
+    options = overlay_options([*map(Path, host.layers), base], host.dir / "upper", host.dir / "work")
+    run(["mount", "-t", "overlay", "overlay", "-o", options, str(host.merged)])
+
+
 def prepare_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> None:
     for sub in ("upper", "work", "merged"):
         (host.dir / sub).mkdir(parents=True, exist_ok=True)
-    run(
-        [
-            "mount", "-t", "overlay", "overlay", "-o",
-            f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}",
-            str(host.merged),
-        ]
-    )  # fmt: skip
+    mount_root(host, lower)
     root = host.merged
     (root / "etc/hostname").write_text(host.name + "\n")
     (root / "etc/hosts").write_text(
@@ -513,7 +528,8 @@ def processes_under(path: Path) -> list[int]:
     return found
 
 
-def stop_processes(fleet: str, hosts: list[Host]) -> None:
+def stop_processes(under: Path, hosts: list[Host]) -> None:
+    """Power the hosts off (orderly), then kill whatever still runs under `under`."""
     for host in hosts:
         if pid_alive(host.pid):
             with contextlib.suppress(ProcessLookupError):
@@ -521,11 +537,11 @@ def stop_processes(fleet: str, hosts: list[Host]) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline and any(pid_alive(h.pid) for h in hosts):
         time.sleep(0.2)
-    for pid in processes_under(fleet_dir(fleet)):
+    for pid in processes_under(under):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and processes_under(fleet_dir(fleet)):
+    while time.monotonic() < deadline and processes_under(under):
         time.sleep(0.2)
 
 
@@ -541,7 +557,7 @@ def mounts_under(path: Path) -> list[str]:
 
 def destroy(fleet: str, quiet: bool = False) -> None:
     hosts = load_hosts(fleet)
-    stop_processes(fleet, hosts)
+    stop_processes(fleet_dir(fleet), hosts)
     for point in mounts_under(fleet_dir(fleet)):
         if run(["umount", point], check=False).returncode != 0:
             run(["umount", "--lazy", point], check=False)
@@ -556,6 +572,114 @@ def destroy(fleet: str, quiet: bool = False) -> None:
         shutil.rmtree(fleet_dir(fleet))
         if not quiet:
             log(f"fleet {fleet}: destroyed {len(hosts)} host(s)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers: what one host installed, given to others of its suite without copying it
+# ---------------------------------------------------------------------------------------------
+
+
+def layers_dir(fleet: str) -> Path:
+    return fleet_dir(fleet) / "layers"
+
+
+def fleet_host(fleet: str, name: str) -> Host:
+    """A host of an existing fleet, or a refusal naming what exists."""
+    if not (fleet_dir(fleet) / "hosts").is_dir():
+        raise SystemExit(f"fleet {fleet}: not found in {STATE_DIR} (`fleet.py list` shows the fleets)")
+    hosts = {h.name: h for h in load_hosts(fleet)}
+    if name not in hosts:
+        raise SystemExit(f"fleet {fleet}: no host {name}; its hosts: {', '.join(sorted(hosts)) or 'none'}")
+    return hosts[name]
+
+
+def snapshot(fleet: str, name: str, path: str) -> Path:
+    """Keep what host `name` wrote under `path` (from its upper directory) as a layer; return the layer.
+
+    The layer is `<fleet>/layers/<host><path with / as ->/`: `root/` (the tree, to mount) and
+    `layer.json` (its host, suite and path). Its files are hard links to the host's own: no disk, no
+    copying time. That is safe for content that is written once and then only read (a release of the
+    runtime): a host given the layer copies a file up to its own upper directory before changing it,
+    and a host deleting or replacing its own link (pruning a release, an atomic rename) leaves the
+    layer's link in place. Only writing into one of those files in place, or changing its mode or
+    owner, on the snapshot's host would show through to the hosts given the layer.
+    """
+    host = fleet_host(fleet, name)
+    if not path.startswith("/") or path.rstrip("/") == "" or ".." in Path(path).parts:
+        raise SystemExit(
+            f"fleet {fleet}, host {name}: snapshot path {path!r} is not an absolute path below /"
+        )
+    relative = Path(path.strip("/"))
+    source = host.dir / "upper" / relative
+    if not source.is_dir():
+        raise SystemExit(f"fleet {fleet}, host {name}: nothing of its own at {path} (no directory {source})")
+    layer = layers_dir(fleet) / f"{name}-{'-'.join(relative.parts)}"
+    if layer.exists():
+        raise SystemExit(
+            f"fleet {fleet}: layer {layer} exists already (hosts may use it: it is never replaced)"
+        )
+    staging = layer.with_name(layer.name + ".making")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "root" / relative.parent).mkdir(mode=0o755, parents=True)
+    result = run(["cp", "--archive", "--link", str(source), str(staging / "root" / relative)], check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SystemExit(
+            f"fleet {fleet}, host {name}: cannot link {source} into a layer: {result.stderr.strip()}"
+        )
+    (staging / "layer.json").write_text(json.dumps({"host": name, "suite": host.suite, "path": path}))
+    staging.rename(layer)
+    log(f"fleet {fleet}: layer {layer.name} holds host {name}'s {path}")
+    return layer
+
+
+def layer_root(fleet: str, host: Host, layer: Path) -> Path:
+    """The directory to mount of a layer made by snapshot(), checked against the host it goes to."""
+    where = f"fleet {fleet}, host {host.name}"
+    meta = layer / "layer.json"
+    if not layer.is_dir():
+        raise SystemExit(f"{where}: layer {layer} does not exist")
+    if not meta.is_file() or not (layer / "root").is_dir():
+        raise SystemExit(
+            f"{where}: {layer} is not a layer (`fleet.py snapshot` makes one: layer.json and root/)"
+        )
+    made = json.loads(meta.read_text())
+    if made["host"] == host.name:
+        raise SystemExit(f"{where}: layer {layer} is the host's own files already")
+    if made["suite"] != host.suite:
+        raise SystemExit(
+            f"{where}: layer {layer} comes from host {made['host']} running {made['suite']}; "
+            f"host {host.name} runs {host.suite}"
+        )
+    return (layer / "root").resolve()
+
+
+def add_layer(fleet: str, name: str, layer: Path) -> dict:
+    """Reboot a host with a layer between its own files (kept: all it did so far stays) and its other layers."""
+    host = fleet_host(fleet, name)
+    root = layer_root(fleet, host, layer)
+    if str(root) in host.layers:
+        log(f"fleet {fleet}, host {name}: has layer {layer} already")
+        return instance(host)
+    base = base_root(host.suite)
+    stop_processes(host.dir, [host])
+    for point in mounts_under(host.dir):
+        result = run(["umount", point], check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"fleet {fleet}, host {name}: cannot unmount {point}: {result.stderr.strip()}")
+    layered = Host(**{**asdict(host), "layers": [str(root), *host.layers]})
+    try:
+        mount_root(layered, base)
+    except subprocess.CalledProcessError as error:
+        mount_root(host, base)
+        boot(host)
+        wait_for_login(host)
+        raise SystemExit(f"fleet {fleet}, host {name}: mounting layer {layer} failed, "
+                         f"booted without it: {error.stderr.strip()}") from error  # fmt: skip
+    boot(layered)
+    wait_for_login(layered)
+    log(f"fleet {fleet}, host {name}: booted with layer {layer}")
+    return instance(layered)
 
 
 def spec_from_inventory(path: Path) -> dict:
@@ -598,7 +722,13 @@ def list_fleets() -> dict:
         for path in sorted(STATE_DIR.iterdir()):
             if path.is_dir():
                 fleets[path.name] = [
-                    {"name": h.name, "address": h.address, "suite": h.suite, "running": pid_alive(h.pid)}
+                    {
+                        "name": h.name,
+                        "address": h.address,
+                        "suite": h.suite,
+                        "running": pid_alive(h.pid),
+                        "layers": h.layers,
+                    }
                     for h in load_hosts(path.name)
                 ]
     return fleets
@@ -619,6 +749,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="show fleets and hosts")
     build_cmd = sub.add_parser("build-root", help="build or reuse the cached base root of a suite")
     build_cmd.add_argument("--suite", default=DEFAULT_SUITE, choices=sorted(SUITES))
+    snapshot_cmd = sub.add_parser("snapshot", help="keep what a host wrote under a directory as a layer")
+    snapshot_cmd.add_argument("--fleet", required=True)
+    snapshot_cmd.add_argument("--host", required=True)
+    snapshot_cmd.add_argument(
+        "--path", required=True, help="absolute directory on the host, e.g. /opt/llmfleet"
+    )
+    layer_cmd = sub.add_parser(
+        "add-layer", help="reboot a host with another host's snapshot under its own files"
+    )
+    layer_cmd.add_argument("--fleet", required=True)
+    layer_cmd.add_argument("--host", required=True)
+    layer_cmd.add_argument("--layer", required=True, type=Path, help="a directory printed by snapshot")
     args = parser.parse_args(argv)
 
     if os.geteuid() != 0:
@@ -636,6 +778,10 @@ def main(argv: list[str] | None = None) -> int:
         destroy(args.fleet)
     elif args.command == "list":
         print(json.dumps(list_fleets(), indent=2))
+    elif args.command == "snapshot":
+        print(snapshot(args.fleet, args.host, args.path))
+    elif args.command == "add-layer":
+        print(json.dumps(add_layer(args.fleet, args.host, args.layer), indent=2))
     else:
         print(base_root(args.suite))
     return 0
