@@ -16,6 +16,12 @@ class Diagnosis:
         return f"{self.cause}: {self.fix} (log: {self.evidence.strip()[:300]})"
 
 
+_BROKEN_CONFIG = (
+    "the model's config.json cannot be read as a valid model configuration",
+    "fetch the snapshot again with model_weights_verify: full (it re-hashes every file), or check "
+    "model_weights_repo_id and model_weights_revision name a model vLLM serves",
+)
+
 # Most specific first: the first pattern that matches a log line names the cause.
 KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
     (
@@ -57,9 +63,16 @@ KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
         "make the snapshot readable by the service user (directories 0755, files 0644)",
     ),
     (
-        r"FileNotFoundError|No such file or directory: .*(?:config\.json|safetensors)|does not appear to have a file named",
+        r"FileNotFoundError|No such file or directory: .*(?:config\.json|safetensors)|does not appear to have a file named"
+        r"|Invalid repository ID or local directory specified|Cannot find any model weights",
         "the model files are missing or unreadable",
-        "check the model path, and that the service user can read it (a 0600 file owned by root shows as missing)",
+        "check the model path (vllm_service_model_path), that model_weights_allow_patterns keeps config.json and the "
+        "weights, and that the service user can read them (a 0600 file owned by root shows as missing)",
+    ),
+    # "Error: ": the exception's message, not the line of source that raises it
+    (
+        r"Error: .*(?:is not a valid JSON file|is not a multiple of the number of attention heads)",
+        *_BROKEN_CONFIG,
     ),
     (
         r"not divisible by|does not divide|must be divisible",
@@ -86,6 +99,7 @@ KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
         "vLLM refused its command line",
         "remove or fix the flag in vllm_service_extra_args (it may not exist in this vLLM version)",
     ),
+    (r"Error parsing config for", *_BROKEN_CONFIG),
     (
         r"Engine core initialization failed|EngineCore failed to start|Worker failed with error",
         "the engine failed to start",
@@ -94,8 +108,9 @@ KNOWN_FAILURES: tuple[tuple[str, str, str], ...] = (
 )
 _COMPILED = tuple((re.compile(p), cause, fix) for p, cause, fix in KNOWN_FAILURES)
 # Only lines that report a failure count: vLLM logs plenty of warnings that mention the same words.
+# "Value error, ..." is how pydantic reports a refused config value (e.g. vLLM's ModelConfig), on its own line.
 _FAILURE_LINE = re.compile(
-    r"\bERROR\b|CRITICAL|Error\b|error:|Exception|Traceback|fatal|[Ff]ailed|\bexc\.\w+:"
+    r"\bERROR\b|CRITICAL|Error\b|error:|Exception|Traceback|fatal|[Ff]ailed|\bexc\.\w+:|^\s*Value error, "
 )
 _WARNING_LINE = re.compile(r"\bWARNING\b|\bWarning:|UserWarning|FutureWarning|DeprecationWarning")
 
