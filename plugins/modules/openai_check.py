@@ -246,7 +246,7 @@ report:
         ok: true
         skipped: false
         latency_s: 0.0316
-        details: {served: [llmfleet/tiny], max_model_len: 1024, root: /tmp/oc/tiny, owned_by: vllm}
+        details: {served: [llmfleet/tiny], max_model_len: 131072, root: /tmp/oc/tiny, owned_by: vllm}
         error: null
         error_kind: null
         diagnosis: null
