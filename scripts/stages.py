@@ -30,6 +30,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -168,6 +169,13 @@ class Prefetch:
             self.process = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0
             )
+        # Its own time ends when it exits, not when a stage first asks for it.
+        self.ended: float | None = None
+        threading.Thread(target=self._note_end, daemon=True).start()
+
+    def _note_end(self) -> None:
+        self.process.wait()
+        self.ended = self.clock()
 
     def wait(self) -> Result:
         if self.result.status == "running":
@@ -189,7 +197,8 @@ class Prefetch:
 
     def _finish(self, status: str) -> None:
         self.result.status = status
-        self.result.seconds = self.clock() - self.started
+        ended = self.ended if self.ended is not None and status != "stopped" else self.clock()
+        self.result.seconds = ended - self.started
 
 
 def tail(path: str, lines: int = 20) -> str:

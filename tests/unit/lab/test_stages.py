@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,15 @@ def test_the_table_and_the_json_name_the_failed_stage(tmp_path):
 def test_a_passing_run_says_so():
     text = stages.table([stages.Result("unit", "stage", "ok", 3.0)], [], 3.0)
     assert text.splitlines()[-1].endswith("all stages passed")
+
+
+def test_a_prefetch_takes_the_time_until_it_exits_not_until_a_stage_asks_for_it(tmp_path):
+    now = [10.0]
+    job = stages.Prefetch("x", ("true",), tmp_path / "x.log", lambda: now[0])
+    job.process.wait()
+    for _ in range(500):  # the watcher notes the end right after the exit
+        if job.ended is not None:
+            break
+        time.sleep(0.01)
+    now[0] = 500.0  # a long stage later
+    assert job.wait().seconds == 0.0
