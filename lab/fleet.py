@@ -597,7 +597,7 @@ def snapshot(fleet: str, name: str, path: str) -> Path:
     """Keep what host `name` wrote under `path` (from its upper directory) as a layer; return the layer.
 
     The layer is `<fleet>/layers/<host><path with / as ->/`: `root/` (the tree, to mount) and
-    `layer.json` (its host, suite and path). Its files are hard links to the host's own: no disk, no
+    `layer.json` (its host, suite and path). Its files are hard links to the host's own: no more disk, no
     copying time. That is safe for content that is written once and then only read (a release of the
     runtime): a host given the layer copies a file up to its own upper directory before changing it,
     and a host deleting or replacing its own link (pruning a release, an atomic rename) leaves the
