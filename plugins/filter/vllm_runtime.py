@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.errors import AnsibleFilterError
+
 from ansible_collections.llmfleet.serve.plugins.module_utils import vllm_release as vr
+
+
+def vllm_runtime_wheel_platform(machine: str, glibc: str) -> str:
+    """``machine | llmfleet.serve.vllm_runtime_wheel_platform(glibc)``: the wheels' platform for a host."""
+    try:
+        return vr.wheel_platform(machine, glibc)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def vllm_runtime_build_cuda(lock_text: str) -> str | None:
@@ -30,6 +40,7 @@ def vllm_runtime_proof_problems(output: str, version: str, cuda: str | None, gpu
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "vllm_runtime_wheel_platform": vllm_runtime_wheel_platform,
             "vllm_runtime_build_cuda": vllm_runtime_build_cuda,
             "vllm_runtime_driver_problem": vllm_runtime_driver_problem,
             "vllm_runtime_triton_kernels_problem": vllm_runtime_triton_kernels_problem,

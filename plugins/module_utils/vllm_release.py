@@ -19,6 +19,23 @@ TRITON_KERNELS = "triton-kernels"
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
+# The newest manylinux tag the pinned uv resolves for (uv 0.13 knows manylinux_2_17 .. 2_40). Wheels
+# for an older glibc run on a newer one, so a host with a newer glibc is served this tag.
+NEWEST_MANYLINUX = (2, 40)
+
+
+def wheel_platform(machine: str, glibc: str) -> str:
+    """The platform the wheels are chosen for, e.g. x86_64-manylinux_2_36 for Debian 12's glibc 2.36."""
+    try:
+        version = tuple(int(part) for part in str(glibc).split(".")[:2])
+    except ValueError:
+        raise ValueError(f"not a glibc version: {glibc!r}") from None
+    if len(version) != 2 or version < (2, 17):
+        raise ValueError(f"glibc {glibc} is older than manylinux_2_17, the oldest the wheels support")
+    major, minor = min(version, NEWEST_MANYLINUX)
+    return f"{machine}-manylinux_{major}_{minor}"
+
+
 def build_cuda(lock_text: str) -> str | None:
     """The CUDA version (major.minor) a resolved lock's GPU build runs, or None for a CPU build."""
     match = _CUDA_RUNTIME_PIN.search(lock_text or "")

@@ -9,6 +9,7 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_release import
     driver_problem,
     proof_problems,
     triton_kernels_problem,
+    wheel_platform,
 )
 
 # Lines of the lock vllm==0.33.0 resolves to on the package index (Python 3.11, manylinux_2_36).
@@ -110,3 +111,18 @@ def test_each_failed_proof_is_named(change, words):
     problems = proof_problems(output(GOOD_CUDA_PROOF | change), "0.33.0", "13.0", 8)
     assert len(problems) == 1
     assert words in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("glibc", "platform"),
+    [("2.36", "x86_64-manylinux_2_36"), ("2.40", "x86_64-manylinux_2_40"), ("2.41", "x86_64-manylinux_2_40")],
+)
+def test_the_wheels_platform_follows_the_hosts_glibc_up_to_the_newest_tag_uv_knows(glibc, platform):
+    """Debian 13's glibc 2.41 has no manylinux tag of its own in uv 0.13: its wheels are 2.40's."""
+    assert wheel_platform("x86_64", glibc) == platform
+
+
+@pytest.mark.parametrize("glibc", ["2.12", "musl", ""])
+def test_a_glibc_the_wheels_cannot_serve_is_refused(glibc):
+    with pytest.raises(ValueError, match="glibc"):
+        wheel_platform("x86_64", glibc)
