@@ -23,9 +23,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test fleet needs 
 
 
 def fleet(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(FLEET_PY), *args], input=stdin, text=True, capture_output=True, check=True
+    result = subprocess.run(
+        [sys.executable, str(FLEET_PY), *args], input=stdin, text=True, capture_output=True
     )
+    assert result.returncode == 0, (
+        f"fleet.py {' '.join(args)} exited {result.returncode}: {result.stderr[-3000:]}"
+    )
+    return result
 
 
 def ssh(instance: dict, command: str) -> subprocess.CompletedProcess:
