@@ -56,17 +56,24 @@ molecule: bootstrap
 	molecule test --all
 
 # What `make test` builds in the background once bootstrap is done (each reuses what is cached):
-# the test fleet's base root, the lab's vLLM venv and model, the gpu scenario's CUDA wheelhouse.
+# the test fleet's base roots (Debian 12 and 13), the lab's vLLM venv and model, the gpu
+# scenario's CUDA wheelhouses.
 prefetch-root:
 	python lab/fleet.py build-root
+	python lab/fleet.py build-root --suite trixie
 
 prefetch-lab:
 	python lab/serve_tiny.py --prepare
 
-# The test hosts' python3 and C library (Debian 12), which the role reads from each host.
+# The wheels the role chooses for the test hosts (their python3 and C library): Debian 12 and 13
+# (glibc 2.41, served manylinux_2_40, the newest tag uv knows).
 FLEET_PYTHON := 3.11
 FLEET_PLATFORM := x86_64-manylinux_2_36
+FLEET_TRIXIE_PYTHON := 3.13
+FLEET_TRIXIE_PLATFORM := x86_64-manylinux_2_40
 
 prefetch-cuda:
 	ansible-playbook scripts/prefetch_wheelhouse.yml -e vllm_runtime_device=cuda \
 	  -e vllm_runtime_python_version=$(FLEET_PYTHON) -e vllm_runtime_platform=$(FLEET_PLATFORM)
+	ansible-playbook scripts/prefetch_wheelhouse.yml -e vllm_runtime_device=cuda \
+	  -e vllm_runtime_python_version=$(FLEET_TRIXIE_PYTHON) -e vllm_runtime_platform=$(FLEET_TRIXIE_PLATFORM)

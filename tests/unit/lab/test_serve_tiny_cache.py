@@ -140,3 +140,5 @@ def test_the_cuda_prefetch_is_for_the_test_hosts():
     makefile = (REPO / "Makefile").read_text()
     assert f"FLEET_PYTHON := {DEBIAN_12[0]}\n" in makefile
     assert f"FLEET_PLATFORM := {DEBIAN_12[1]}\n" in makefile
+    assert "FLEET_TRIXIE_PYTHON := 3.13\n" in makefile
+    assert "FLEET_TRIXIE_PLATFORM := x86_64-manylinux_2_40\n" in makefile
