@@ -53,14 +53,11 @@ SCENARIO_NEEDS = {
 }
 # Prefetches start once this stage has passed (they run from the environment it makes).
 START_PREFETCH_AFTER = "bootstrap"
-# The pytest runs fail on a skip that tests/expected_skips.yml does not name; molecule's testinfra
-# verifiers run outside tests/, so they load the audit as a plugin.
+# The pytest runs fail on a skip that tests/expected_skips.yml does not name (tests/conftest.py and,
+# for molecule's testinfra verifiers, molecule/conftest.py load the audit).
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 AUDIT = REPO / "scripts" / "audit_tests.py"
 STRICT_SKIPS = {"LLMFLEET_STRICT_SKIPS": "1"}
-TESTINFRA_AUDIT = {**STRICT_SKIPS, "PYTEST_ADDOPTS": f"-p {AUDIT.stem}", "PYTHONPATH": str(AUDIT.parent)}
-# Variables a stage adds to rather than replaces, with their separators.
-APPENDED = {"PYTEST_ADDOPTS": " ", "PYTHONPATH": os.pathsep}
 
 
 class PlanError(RuntimeError):
@@ -72,7 +69,7 @@ class Stage:
     name: str
     argv: tuple[str, ...]
     needs: tuple[str, ...] = ()  # names of prefetches to wait for
-    env: dict[str, str] = field(default_factory=dict)  # set for the stage's command (see APPENDED)
+    env: dict[str, str] = field(default_factory=dict)  # set for the stage's command
 
 
 @dataclass
@@ -132,7 +129,7 @@ def plan(scenarios: list[str]) -> list[Stage]:
             f"molecule {name}",
             ("molecule", "test", "-s", name),
             ("base root", *SCENARIO_NEEDS.get(name, ())),
-            TESTINFRA_AUDIT,
+            STRICT_SKIPS,
         )
         for name in scenarios
     ]
@@ -143,12 +140,7 @@ def stage_environ(env: dict[str, str], environ: dict[str, str]) -> dict[str, str
     """The environment of a stage's command: ``environ`` with ``env`` set (None: unchanged)."""
     if not env:
         return None
-    merged = dict(environ)
-    for key, value in env.items():
-        if key in APPENDED and environ.get(key):
-            value = f"{environ[key]}{APPENDED[key]}{value}"
-        merged[key] = value
-    return merged
+    return {**environ, **env}
 
 
 def needed_prefetches(stages: list[Stage]) -> list[str]:
