@@ -55,7 +55,8 @@ SCENARIO_NEEDS = {
 START_PREFETCH_AFTER = "bootstrap"
 # The pytest runs fail on a skip that tests/expected_skips.yml does not name (tests/conftest.py and,
 # for molecule's testinfra verifiers, molecule/conftest.py load the audit).
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+VENV_BIN = REPO / ".venv" / "bin"
+VENV_PYTHON = VENV_BIN / "python"
 AUDIT = REPO / "scripts" / "audit_tests.py"
 STRICT_SKIPS = {"LLMFLEET_STRICT_SKIPS": "1"}
 
@@ -136,11 +137,15 @@ def plan(scenarios: list[str]) -> list[Stage]:
     return stages
 
 
-def stage_environ(env: dict[str, str], environ: dict[str, str]) -> dict[str, str] | None:
-    """The environment of a stage's command: ``environ`` with ``env`` set (None: unchanged)."""
-    if not env:
-        return None
-    return {**environ, **env}
+def stage_environ(env: dict[str, str], environ: dict[str, str]) -> dict[str, str]:
+    """The environment of a stage's command: ``environ`` with ``env`` set, the project's venv first on PATH.
+
+    On a fresh clone the venv does not exist yet when `make test` starts this script, so `python3`
+    may be a pyenv shim, which puts its own Python's bin first on PATH: molecule would then run that
+    Python's pytest, without testinfra, for its verifiers.
+    """
+    path = [entry for entry in environ.get("PATH", "").split(os.pathsep) if entry and entry != str(VENV_BIN)]
+    return {**environ, **env, "PATH": os.pathsep.join([str(VENV_BIN), *path])}
 
 
 def needed_prefetches(stages: list[Stage]) -> list[str]:

@@ -105,10 +105,22 @@ def test_every_pytest_run_audits_its_skips_and_every_scenario_its_verify_step():
 
 
 def test_a_stage_sets_its_variables_over_the_ones_it_inherits():
-    env = {"PYTEST_ADDOPTS": "-x", "LLMFLEET_STRICT_SKIPS": "0", "HOME": "/root"}
+    env = {"PYTEST_ADDOPTS": "-x", "LLMFLEET_STRICT_SKIPS": "0", "HOME": "/root", "PATH": "/usr/bin"}
     merged = stages.stage_environ(stages.STRICT_SKIPS, env)
-    assert merged == {"PYTEST_ADDOPTS": "-x", "LLMFLEET_STRICT_SKIPS": "1", "HOME": "/root"}
-    assert stages.stage_environ({}, env) is None
+    assert merged == {
+        "PYTEST_ADDOPTS": "-x",
+        "LLMFLEET_STRICT_SKIPS": "1",
+        "HOME": "/root",
+        "PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin",
+    }
+
+
+def test_the_venv_comes_first_on_path_even_behind_a_launcher_that_put_its_own_python_first():
+    """A pyenv shim running this script puts its Python's bin (with a pytest lacking testinfra) first."""
+    venv_bin = str(REPO / ".venv" / "bin")
+    inherited = {"PATH": f"/root/.pyenv/versions/3.12.1/bin:{venv_bin}:/usr/bin"}
+    path = stages.stage_environ({}, inherited)["PATH"].split(":")
+    assert path == [venv_bin, "/root/.pyenv/versions/3.12.1/bin", "/usr/bin"]
 
 
 def test_the_prefetch_targets_exist_in_the_makefile():
