@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
+import ssl
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ansible_collections.llmfleet.serve.plugins.module_utils import endpoint_probes
 
 try:
     import openai
@@ -35,7 +38,7 @@ except ImportError:
     jsonschema = None
 
 
-CHECKS = ("models", "completion", "chat", "streaming", "tool_call", "reasoning", "auth", "sampling")
+CHECKS = ("tls", "models", "completion", "chat", "streaming", "tool_call", "reasoning", "auth", "sampling")
 REASONING_PARSERS = ("minimax_m2_append_think", "minimax_m2", "none")
 
 # OpenAI request parameters; any other sampling key (top_k, min_p, repetition_penalty, ...) is a vLLM
@@ -107,6 +110,14 @@ DIAG_NOT_ENFORCED = (
     "a request {how} was answered: the server runs without `--api-key` / `VLLM_API_KEY` "
     "although a key is configured, so anyone who reaches the port can use it"
 )
+DIAG_ROUTES_OPEN = (
+    "routes vLLM registers answered without a valid key: vLLM's --api-key guards only some paths; serve "
+    "it on loopback behind the front door (endpoint_proxy role), which passes only the allowlisted paths"
+)
+DIAG_TLS = (
+    "the certificate does not verify against {ca}: give the CA that issued it (ca_file, or SSL_CERT_FILE "
+    "for clients), or a certificate issued for the address in base_url"
+)
 DIAG_PATH_NOT_FOUND = (
     "the server answered 404 for the path: base_url must be the API root ending in /v1, "
     "e.g. http://10.0.0.5:8000/v1"
@@ -153,6 +164,11 @@ class CheckOptions:
     tool: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TOOL))
     tool_prompt: str | None = None
     expect_reasoning_parser: str | None = None
+    ca_file: str | None = None
+    cert_warn_days: int = 30
+    # vLLM's registered routes ({path: [methods]}) the auth check probes, and the paths served without a key
+    probe_routes: dict[str, list[str]] | None = None
+    public_paths: tuple[str, ...] = ("/health",)
 
 
 @dataclass
@@ -803,7 +819,43 @@ def check_auth(client: Any, opts: CheckOptions) -> dict[str, Any]:
         outcomes["configured_key"] = _status_of(client.models.list)
         wrong = {"Authorization": f"Bearer {WRONG_KEY}"}
         outcomes["wrong_key"] = _status_of(lambda: client.models.list(extra_headers=wrong))
-    return evaluate_auth(opts.api_key, outcomes)
+    details = evaluate_auth(opts.api_key, outcomes)
+    if opts.probe_routes:
+        details["routes"] = check_routes(client, opts)
+    return details
+
+
+def check_routes(client: Any, opts: CheckOptions) -> dict[str, dict[str, int]]:
+    """Every route vLLM registers, but the public ones, must be refused without a key and with a wrong one."""
+    root = opts.base_url.rstrip("/").removesuffix("/v1")
+    targets = endpoint_probes.probe_targets(opts.probe_routes or {}, opts.public_paths)
+    with make_http_client(opts) as http:
+
+        def send(method: str, path: str, headers: dict[str, str]) -> int:
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            return http.request(method, root + path, headers=headers, json=body).status_code
+
+        statuses = endpoint_probes.probe_routes(send, targets, WRONG_KEY)
+    leaks = endpoint_probes.judge_probes(statuses)
+    if leaks:
+        raise CheckFailed(
+            f"{len(leaks)} probe(s) answered: {'; '.join(leaks)}", DIAG_ROUTES_OPEN, {"routes": statuses}
+        )
+    return statuses
+
+
+def check_tls(client: Any, opts: CheckOptions) -> dict[str, Any]:
+    """The endpoint's certificate verifies against `ca_file` (else the system store) for the address in
+    base_url; a warning when it has fewer than `cert_warn_days` days left."""
+    if not opts.base_url.startswith("https://"):
+        return {"verified": False, "note": "not HTTPS: nothing to verify"}
+    try:
+        seen = endpoint_probes.fetch_certificate(opts.base_url, opts.ca_file, min(opts.timeout, 30))
+    except ssl.SSLError as exc:
+        raise CheckFailed(f"TLS: {exc}", DIAG_TLS.format(ca=opts.ca_file or "the system store")) from exc
+    details = endpoint_probes.judge_certificate(seen["cert"], opts.cert_warn_days)
+    details["protocol"] = seen["version"]
+    return details
 
 
 def check_sampling(client: Any, opts: CheckOptions) -> dict[str, Any]:
@@ -831,6 +883,7 @@ def check_sampling(client: Any, opts: CheckOptions) -> dict[str, Any]:
 
 
 CHECK_FUNCTIONS: dict[str, Callable[[Any, CheckOptions], dict[str, Any]]] = {
+    "tls": check_tls,
     "models": check_models,
     "completion": check_completion,
     "chat": check_chat,
@@ -865,7 +918,10 @@ def run_check(
 
         kind, error, diagnosis = describe_error(exc, opts, names)
         return CheckResult(name, False, latency, {}, error, diagnosis, error_kind=kind)
-    skipped = name == "auth" and opts.api_key is None  # nothing to enforce
+    # nothing to enforce, or no TLS to verify
+    skipped = (name == "auth" and opts.api_key is None) or (
+        name == "tls" and not opts.base_url.startswith("https://")
+    )
     return CheckResult(name, True, clock() - started, details, skipped=skipped)
 
 
@@ -908,5 +964,15 @@ def make_client(opts: CheckOptions) -> Any:
         raise RuntimeError("the openai library is not importable")
     # vLLM ignores the key when it runs without --api-key, but the SDK insists on one.
     return openai.OpenAI(
-        base_url=opts.base_url, api_key=opts.api_key or "EMPTY", timeout=opts.timeout, max_retries=0
+        base_url=opts.base_url,
+        api_key=opts.api_key or "EMPTY",
+        timeout=opts.timeout,
+        max_retries=0,
+        http_client=make_http_client(opts) if opts.ca_file else None,
     )
+
+
+def make_http_client(opts: CheckOptions) -> Any:
+    """An HTTP client that trusts `ca_file` when given, else what the environment says (SSL_CERT_FILE)."""
+    verify = ssl.create_default_context(cafile=opts.ca_file) if opts.ca_file else True
+    return openai.DefaultHttpxClient(verify=verify, timeout=opts.timeout)

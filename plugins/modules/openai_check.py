@@ -21,7 +21,12 @@ description:
   - C(reasoning) - tells which MiniMax reasoning parser the server behaves like -
     C(minimax_m2_append_think) keeps C(<think>...</think>) in C(content), C(minimax_m2) moves the
     thinking to the C(reasoning) field.
+  - C(tls) - on an C(https) O(base_url), the certificate verifies against O(ca_file) (else the system
+    store) for the address in O(base_url); a warning when it has fewer than O(cert_warn_days) days left.
+    Skipped on plain C(http).
   - C(auth) - with O(api_key) set, requests without a key and with a wrong key are refused (401).
+    With O(probe_routes), every route vLLM registers (but O(public_paths)) is also sent, with its
+    method, without a key and with a wrong key, and must be refused (401, 403, 404 or 405).
     Without O(api_key) the check is skipped (reported ok, with C(skipped=true)).
   - C(sampling) - sampling settings are accepted, with C(top_k) sent in C(extra_body); a request
     with an out-of-range C(top_k) must be refused, which proves C(extra_body) reaches vLLM's sampler.
@@ -63,8 +68,8 @@ options:
       - The checks to run. They always run in the order listed in the choices.
     type: list
     elements: str
-    choices: [models, completion, chat, streaming, tool_call, reasoning, auth, sampling]
-    default: [models, completion, chat, streaming, tool_call, reasoning, auth, sampling]
+    choices: [tls, models, completion, chat, streaming, tool_call, reasoning, auth, sampling]
+    default: [tls, models, completion, chat, streaming, tool_call, reasoning, auth, sampling]
   timeout:
     description:
       - Seconds to wait for each request. Requests are not retried.
@@ -124,6 +129,28 @@ options:
       - Write the report as JSON to this file, atomically, on the machine that runs the module.
         The directory must exist. The file is not written in check mode.
     type: path
+  ca_file:
+    description:
+      - CA bundle (PEM) the endpoint's certificate is verified with. Without it the client trusts the
+        system store, or the bundle in E(SSL_CERT_FILE).
+    type: path
+  cert_warn_days:
+    description:
+      - The C(tls) check warns when the certificate has fewer days left than this.
+    type: int
+    default: 30
+  probe_routes:
+    description:
+      - "The routes the server registers, as C({path: [methods]}) - for vLLM, the C(paths) of its
+        C(/openapi.json) read on the host - which the C(auth) check probes without a key and with a
+        wrong one."
+    type: dict
+  public_paths:
+    description:
+      - Paths served without a key, left out of the probes.
+    type: list
+    elements: str
+    default: [/health]
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -320,6 +347,10 @@ def argument_spec() -> dict[str, Any]:
         "journal_unit": {"type": "str"},
         "journal_lines": {"type": "list", "elements": "str"},
         "report_path": {"type": "path"},
+        "ca_file": {"type": "path"},
+        "cert_warn_days": {"type": "int", "default": 30},
+        "probe_routes": {"type": "dict"},
+        "public_paths": {"type": "list", "elements": "str", "default": ["/health"]},
     }
 
 
@@ -391,9 +422,16 @@ def main() -> None:
         tool=tool,
         tool_prompt=p["tool_prompt"],
         expect_reasoning_parser=p["expect_reasoning_parser"],
+        ca_file=p["ca_file"],
+        cert_warn_days=p["cert_warn_days"],
+        probe_routes=p["probe_routes"],
+        public_paths=tuple(p["public_paths"]),
     )
     report = oc.run_checks(oc.make_client(opts), opts, p["checks"])
     msg = report.summary()
+    for result in report.results:
+        if result.ok and result.details.get("warning"):
+            module.warn(f"{result.name}: {result.details['warning']}")
     if any(r.error_kind in JOURNAL_KINDS for r in report.results):
         report.journal = gather_journal(module)
         if report.journal and report.journal["lines"]:

@@ -819,7 +819,7 @@ def test_run_checks_all_pass_and_report_serialises():
     assert data["reasoning_parser"] == "minimax_m2"
     assert data["checks"]["tool_call"]["details"]["arguments"] == WEATHER_ARGS
     assert data["checks"]["auth"]["details"]["enforced"] is True
-    assert report.summary().startswith("all 8 checks passed against http://10.0.0.5:8000/v1")
+    assert report.summary().startswith("all 9 checks passed against http://10.0.0.5:8000/v1")
 
 
 def test_run_checks_subset_in_canonical_order():

@@ -93,7 +93,7 @@ def test_passing_report_is_written_atomically(tmp_path: Path, run_module, monkey
     )
     assert result.get("failed") is None
     assert result["changed"] is False
-    assert result["msg"] == "all 8 checks passed against http://10.0.0.5:8000/v1 (model MiniMax-M2)"
+    assert result["msg"] == "all 9 checks passed against http://10.0.0.5:8000/v1 (model MiniMax-M2)"
     assert json.loads(target.read_text()) == result["report"]
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left behind
 
