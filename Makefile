@@ -25,8 +25,9 @@ bootstrap:
 lab: bootstrap
 	python lab/serve_tiny.py --prepare-model
 	python lab/fleet.py up --inventory inventories/lab/hosts.yml
+	python lab/tls.py inventory .cache/lab/tls inventories/lab/hosts.yml
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e llmfleet_verify_report=$(CURDIR)/.cache/lab/verify.json
-	@echo "lab is up: export OPENAI_API_KEY=llmfleet-lab; the verify report is .cache/lab/verify.json; make lab-down removes it"
+	@echo "lab is up: export OPENAI_API_KEY=llmfleet-lab SSL_CERT_FILE=$(CURDIR)/.cache/lab/tls/ca.pem CURL_CA_BUNDLE=$(CURDIR)/.cache/lab/tls/ca.pem; the verify report is .cache/lab/verify.json; make lab-down removes it"
 
 lab-down:
 	python3 lab/fleet.py destroy --fleet lab

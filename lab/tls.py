@@ -8,6 +8,9 @@
                                                     there already with the same names and 30 days
                                                     left is kept (a second `make lab` changes nothing)
 
+    tls.py inventory DIR HOSTS.yml                  issue DIR/HOST.pem for every host of an inventory
+                                                    (its ansible_host and its name)
+
 `--days` may be negative (an expired certificate) and `--other-key` writes a key that does not
 belong to the certificate: the front door's tests use both to prove they are refused. Clients trust
 the lab's endpoints through the standard variables: SSL_CERT_FILE=DIR/ca.pem (Python, the OpenAI
@@ -22,6 +25,7 @@ import ipaddress
 import os
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -116,6 +120,21 @@ def issue(directory: Path, name: str, sans: list[str], days: int = 825, other_ke
     _write(directory / f"{name}.key", _pem_key(written_key), 0o600)
 
 
+def inventory_hosts(path: Path) -> dict[str, str]:
+    """Host name -> ansible_host of every host in a YAML inventory (groups nested under children)."""
+    found: dict[str, str] = {}
+
+    def walk(group: dict) -> None:
+        for name, host_vars in (group.get("hosts") or {}).items():
+            found[name] = (host_vars or {}).get("ansible_host", name)
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    for group in (yaml.safe_load(path.read_text()) or {}).values():
+        walk(group or {})
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,9 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     leaf.add_argument("--san", action="append", default=[])
     leaf.add_argument("--days", type=int, default=825)
     leaf.add_argument("--other-key", action="store_true")
+    fleet = commands.add_parser("inventory")
+    fleet.add_argument("directory", type=Path)
+    fleet.add_argument("inventory", type=Path)
     args = parser.parse_args(argv)
     if args.command == "ca":
         make_ca(args.directory)
+    elif args.command == "inventory":
+        make_ca(args.directory)
+        for name, address in inventory_hosts(args.inventory).items():
+            issue(args.directory, name, [address, name])
     else:
         make_ca(args.directory)
         issue(args.directory, args.name, args.san, args.days, args.other_key)

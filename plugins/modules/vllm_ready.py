@@ -20,9 +20,9 @@ author:
   - llmfleet developers
 options:
   url:
-    description: Base URL of the server, without C(/v1).
+    description: Base URL of the server, without C(/v1) (vLLM on loopback, behind the front door).
     type: str
-    default: http://127.0.0.1:8000
+    default: http://127.0.0.1:8001
   unit:
     description: The systemd unit that runs the server (with or without C(.service)).
     type: str
@@ -136,7 +136,7 @@ class Unit:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "url": {"type": "str", "default": "http://127.0.0.1:8000"},
+            "url": {"type": "str", "default": "http://127.0.0.1:8001"},
             "unit": {"type": "str", "required": True},
             "served_model_name": {"type": "str", "required": True},
             "api_key": {"type": "str", "default": "", "no_log": True},
