@@ -149,8 +149,10 @@ def site():
     assert traces(name) == NOTHING
 
 
-def ansible_ping(instance: dict, known_hosts_file: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`ansible -m ping` with the repository's ansible.cfg, checking the host's key against known_hosts_file."""
+def ansible(
+    instance: dict, known_hosts_file: Path, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess:
+    """`ansible all ARGS` with the repository's ansible.cfg, checking the host's key against known_hosts_file."""
     inventory = tmp_path / "hosts.yml"
     host = {
         "ansible_host": instance["address"],
@@ -164,7 +166,7 @@ def ansible_ping(instance: dict, known_hosts_file: Path, tmp_path: Path) -> subp
            "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}  # fmt: skip
     try:
         return subprocess.run(
-            [str(BIN / "ansible"), "all", "-i", str(inventory), "-m", "ansible.builtin.ping"],
+            [str(BIN / "ansible"), "all", "-i", str(inventory), *args],
             cwd=REPO, env=env, text=True, capture_output=True, timeout=120, check=False,
         )  # fmt: skip
     finally:
@@ -180,7 +182,7 @@ def test_known_hosts_holds_the_key_the_host_presents(site):
 
 
 def test_ansible_reaches_a_host_by_its_known_key_and_refuses_a_wrong_or_missing_one(site, tmp_path):
-    known = ansible_ping(site, known_hosts(site), tmp_path)
+    known = ansible(site, known_hosts(site), tmp_path, "-m", "ansible.builtin.ping")
     assert known.returncode == 0 and '"ping": "pong"' in known.stdout, known.stdout + known.stderr
 
     other_key = tmp_path / "other"
@@ -190,11 +192,38 @@ def test_ansible_reaches_a_host_by_its_known_key_and_refuses_a_wrong_or_missing_
     missing = tmp_path / "empty_known_hosts"
     missing.write_text("")
     for refused_by in (wrong, missing):
-        result = ansible_ping(site, refused_by, tmp_path)
+        result = ansible(site, refused_by, tmp_path, "-m", "ansible.builtin.ping")
         assert result.returncode != 0, result.stdout
         assert "UNREACHABLE" in result.stdout and "Host key verification failed" in result.stdout, (
             result.stdout
         )
+
+
+def test_rsync_reaches_the_host_over_the_inventorys_ssh_settings(site, tmp_path):
+    """The roles' rsync (the ssh_remote filter: the host's ssh options, Ansible's host key checking) checks
+    the host's key as Ansible does: it copies with the fleet's known_hosts and is refused without it."""
+    source = tmp_path / "tree"
+    source.mkdir()
+    (source / "weights.bin").write_text("weights\n")
+    shown = ansible(site, known_hosts(site), tmp_path, "-m", "ansible.builtin.debug", "-a",
+                    "msg={{ hostvars[inventory_hostname] | llmfleet.serve.ssh_remote | to_json }}")  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    remote = json.loads(json.loads(shown.stdout.split(" => ", 1)[1])["msg"])
+
+    def rsync(rsh: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["rsync", "-a", "--rsh", rsh, f"--rsync-path={remote['rsync_path']}", f"{source}/",
+             f"{remote['dest']}:/srv/rsync-probe/"],
+            text=True, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    copied = rsync(remote["rsh"])
+    assert copied.returncode == 0, copied.stderr
+    assert ssh(site, "cat /srv/rsync-probe/weights.bin").stdout == "weights\n"
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    refused = rsync(remote["rsh"].replace(str(known_hosts(site)), str(empty)))
+    assert refused.returncode != 0 and "Host key verification failed" in refused.stderr, refused.stderr
 
 
 def test_apt_installs_packages_through_the_controllers_proxy(site):
