@@ -45,8 +45,8 @@ def ssh(instance: dict, command: str, timeout: int = 60) -> subprocess.Completed
     return subprocess.run(
         [
             "ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts(instance)}",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-i", instance["identity_file"], "-l", instance["user"],
-            instance["address"], command,
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-i", instance["identity_file"],
+            "-l", instance["user"], instance["address"], command,
         ],
         text=True, capture_output=True, timeout=timeout, check=False,
     )  # fmt: skip
@@ -152,7 +152,7 @@ def site():
 def ansible(
     instance: dict, known_hosts_file: Path, tmp_path: Path, *args: str
 ) -> subprocess.CompletedProcess:
-    """`ansible all ARGS` with the repository's ansible.cfg, checking the host's key against known_hosts_file."""
+    """`ansible all ARGS` with the repository's ansible.cfg, checking host keys against known_hosts_file."""
     inventory = tmp_path / "hosts.yml"
     host = {
         "ansible_host": instance["address"],
@@ -205,8 +205,10 @@ def test_rsync_reaches_the_host_over_the_inventorys_ssh_settings(site, tmp_path)
     source = tmp_path / "tree"
     source.mkdir()
     (source / "weights.bin").write_text("weights\n")
-    shown = ansible(site, known_hosts(site), tmp_path, "-m", "ansible.builtin.debug", "-a",
-                    "msg={{ hostvars[inventory_hostname] | llmfleet.serve.ssh_remote | to_json }}")  # fmt: skip
+    expression = "hostvars[inventory_hostname] | llmfleet.serve.ssh_remote | to_json"
+    shown = ansible(
+        site, known_hosts(site), tmp_path, "-m", "ansible.builtin.debug", "-a", f"msg={{{{ {expression} }}}}"
+    )
     assert shown.returncode == 0, shown.stdout + shown.stderr
     remote = json.loads(json.loads(shown.stdout.split(" => ", 1)[1])["msg"])
 
