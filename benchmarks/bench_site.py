@@ -49,6 +49,10 @@ def destroy_fleet(name: str) -> None:
     subprocess.run([*FLEET, "destroy", "--fleet", name], capture_output=True, check=True)
 
 
+def known_hosts(instance: dict) -> Path:
+    return Path(instance["identity_file"]).with_name("known_hosts")
+
+
 def inventory(instances: list[dict], path: Path) -> Path:
     hosts = {
         i["instance"]: {"ansible_host": i["address"], "ansible_user": i["user"],
@@ -62,7 +66,10 @@ def inventory(instances: list[dict], path: Path) -> Path:
         "model_weights_revision": "scripted-v1",
         "vllm_runtime_find_links": ["/opt/wheels"],
         "vllm_service_api_key": "bench-key",
-        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        # the fleet's known_hosts (lab/fleet.py writes its hosts' keys there, next to its login key)
+        "ansible_ssh_common_args": (
+            f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known_hosts(instances[0])}"
+        ),
     }
     path.write_text(yaml.safe_dump({"all": {"hosts": hosts, "vars": group_vars}}))
     return path
@@ -86,8 +93,9 @@ def first_and_again(name: str, hosts: int, playbook: Path, workdir: Path) -> tup
 
 def ssh(instance: dict, command: str) -> str:
     return subprocess.run(
-        ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-         "-i", instance["identity_file"], f"{instance['user']}@{instance['address']}", command],
+        ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts(instance)}",
+         "-o", "LogLevel=ERROR", "-i", instance["identity_file"], f"{instance['user']}@{instance['address']}",
+         command],
         text=True, capture_output=True, check=True,
     ).stdout  # fmt: skip
 

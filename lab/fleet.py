@@ -6,8 +6,14 @@ suite, mirror and package list),
 boots a real systemd with sshd, and lives in its own network namespace with a veth pair on a
 per-fleet bridge. The bridge address is the controller's address for the hosts; the hosts have no
 default route, so nothing reaches past the controller: they are offline, like an air-gapped site.
+Like such a site, they get OS packages through a package proxy on the controller: apt-cacher-ng on
+port 3142 of every bridge (started when a fleet is created, unless something listens there already),
+which each host's apt is configured to use. Each host's generated SSH host key goes into the fleet's
+known_hosts file (<state dir>/<fleet>/known_hosts), so that its clients check the hosts' keys.
 
-    fleet.py create  --spec SPEC.json     boot the hosts of a fleet (in parallel), print their connection data
+    fleet.py create  --spec SPEC.json [--known-hosts FILE]
+                                          boot the hosts of a fleet (in parallel), print their connection data
+                                          (and write the fleet's known_hosts to FILE as well)
     fleet.py destroy --fleet NAME         stop and remove everything a fleet made (also after a crash)
     fleet.py up --inventory HOSTS.yml     boot the fleet an inventory describes, unless it already runs
     fleet.py list                         fleets and hosts that exist
@@ -24,7 +30,7 @@ A spec (JSON):
                 "suite": "trixie",                          # optional Debian suite: bookworm (default) or trixie
                 "files": [{"src": "/path/x", "dest": "/usr/bin/x", "mode": "0755"}]}]}
 
-Needs root, debootstrap, systemd-container (systemd-nspawn), iproute2 and ssh-keygen.
+Needs root, debootstrap, systemd-container (systemd-nspawn), iproute2, ssh-keygen and apt-cacher-ng.
 """
 
 from __future__ import annotations
@@ -81,6 +87,11 @@ ROOT_FORMAT = 2  # bump when customise_base_root() changes
 BOOT_TIMEOUT_S = 60
 AUTO_SUBNETS = 240
 STOP_TIMEOUT_S = 15
+# The controller's package proxy, which the hosts reach on their gateway (the fleet's bridge address).
+APT_PROXY = "/usr/sbin/apt-cacher-ng"
+APT_PROXY_USER = "apt-cacher-ng"
+APT_PROXY_PORT = 3142
+APT_PROXY_START_TIMEOUT_S = 10
 
 
 def log(msg: str) -> None:
@@ -256,6 +267,10 @@ def identity_file(fleet: str) -> Path:
     return fleet_dir(fleet) / "id_ed25519"
 
 
+def known_hosts_file(fleet: str) -> Path:
+    return fleet_dir(fleet) / "known_hosts"
+
+
 def subnet_in_use() -> set[str]:
     out = run(["ip", "-j", "-4", "addr", "show"]).stdout
     nets = set()
@@ -323,6 +338,67 @@ def ensure_bridge(fleet: str, subnet: ipaddress.IPv4Network) -> None:
     run(["ip", "link", "set", bridge, "up"])
 
 
+def listening(address: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=1):
+        return True
+    return False
+
+
+def ensure_apt_proxy(gateway: str) -> None:
+    """Make sure the package proxy answers on the fleet's gateway: start apt-cacher-ng unless something
+    listens on its port already (a proxy started for another fleet, or the machine's own service).
+
+    It listens on every address of the controller, so one daemon serves every fleet's bridge; it stays
+    running when fleets are destroyed, like a site's proxy.
+    """
+    if listening(gateway, APT_PROXY_PORT):
+        return
+    if not Path(APT_PROXY).exists():
+        raise SystemExit(f"the hosts' package proxy {APT_PROXY} is missing: install apt-cacher-ng "
+                         "(scripts/bootstrap.sh does)")  # fmt: skip
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = CACHE_DIR / "apt-proxy.log"
+    with open(CACHE_DIR / ".apt-proxy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not listening(gateway, APT_PROXY_PORT):
+            log(f"starting the package proxy (apt-cacher-ng on port {APT_PROXY_PORT})")
+            start_apt_proxy(log_path)
+    deadline = time.monotonic() + APT_PROXY_START_TIMEOUT_S
+    while not listening(gateway, APT_PROXY_PORT):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the package proxy does not answer on {gateway}:{APT_PROXY_PORT} "
+                             f"{APT_PROXY_START_TIMEOUT_S} s after its start; see {log_path} and "
+                             "/var/log/apt-cacher-ng/")  # fmt: skip
+        time.sleep(0.2)
+
+
+def start_apt_proxy(log_path: Path) -> None:
+    """Start apt-cacher-ng as a daemon under its own user, as its init script does (no systemd needed)."""
+    run_dir = Path("/run/apt-cacher-ng")
+    run(["install", "-d", "-m", "0755", "-o", APT_PROXY_USER, "-g", APT_PROXY_USER, str(run_dir)])
+    # Debian's default backend for Debian archives (ftp.debian.org) may be unreachable where the hosts'
+    # mirror is not: fetch them from the mirror the base roots come from.
+    argv = [APT_PROXY, "-c", "/etc/apt-cacher-ng", "ForeGround=0", f"Port={APT_PROXY_PORT}",
+            f"PidFile={run_dir}/pid", f"SocketPath={run_dir}/socket",
+            f"Remap-debrep=file:deb_mirror*.gz /debian ; {MIRROR.rstrip('/')}/"]  # fmt: skip
+    with open(log_path, "a") as output:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                user=APT_PROXY_USER, group=APT_PROXY_USER, extra_groups=[],
+                                start_new_session=True, check=False)  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"the package proxy failed to start ({result.returncode}); see {log_path}")
+
+
+def apt_proxy_conf(gateway: str) -> str:
+    """A host's apt setting for the controller's package proxy."""
+    return (
+        "// The controller's package proxy (lab/fleet.py): the host's only way to package repositories.\n"
+        f'Acquire::http::Proxy "http://{gateway}:{APT_PROXY_PORT}/";\n'
+        "// Repositories served on the fleet's bridge itself (a site mirror) are reached directly.\n"
+        f'Acquire::http::Proxy::{gateway} "DIRECT";\n'
+    )
+
+
 def ensure_key(fleet: str) -> str:
     key = identity_file(fleet)
     if not key.exists():
@@ -359,6 +435,7 @@ def prepare_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> No
     # An ed25519 host key only: RSA key generation costs most of a host's creation time.
     host_key = root / "etc/ssh/ssh_host_ed25519_key"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f", str(host_key)])
+    (root / "etc/apt/apt.conf.d/80llmfleet-lab-proxy").write_text(apt_proxy_conf(host.gateway))
     ssh_dir = root / "home" / LOGIN_USER / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(public_key)
@@ -433,9 +510,25 @@ def sshd_answers(host: Host) -> bool:
 def ssh_argv(host: Host, command: str) -> list[str]:
     return [
         "ssh", "-i", str(identity_file(host.fleet)), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-        f"{LOGIN_USER}@{host.address}", command,
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts_file(host.fleet)}",
+        "-o", "LogLevel=ERROR", f"{LOGIN_USER}@{host.address}", command,
     ]  # fmt: skip
+
+
+def known_hosts_line(host: Host) -> str:
+    """`ADDRESS ssh-ed25519 KEY`: the host key the host was given, as ssh's known_hosts lists it."""
+    key_type, key = (host.merged / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+    return f"{host.address} {key_type} {key}\n"
+
+
+def write_known_hosts(fleet: str, hosts: list[Host], copies: list[Path]) -> None:
+    """Write the fleet's known_hosts (and its copies), replacing what an earlier fleet of that name left."""
+    text = "".join(known_hosts_line(host) for host in hosts)
+    for path in (known_hosts_file(fleet), *copies):
+        staging = path.with_name(path.name + ".new")
+        staging.write_text(text)
+        staging.chmod(0o644)
+        staging.replace(path)
 
 
 def save_host(host: Host) -> None:
@@ -451,10 +544,13 @@ def load_hosts(fleet: str) -> list[Host]:
     return hosts
 
 
-def create_host(host: Host, spec: HostSpec, lowers: dict[str, Path], public_key: str) -> dict:
+def install_host(host: Host, spec: HostSpec, lower: Path, public_key: str) -> None:
     save_host(host)  # first, so that destroy finds what a crashed create left
-    prepare_host(host, spec, lowers[host.suite], public_key)
+    prepare_host(host, spec, lower, public_key)
     plug_network(host)
+
+
+def start_host(host: Host) -> dict:
     boot(host)
     wait_for_login(host)
     return instance(host)
@@ -471,30 +567,36 @@ def instance(host: Host) -> dict:
     }
 
 
-def create(spec: dict) -> list[dict]:
-    fleet = spec["fleet"]
-    specs = host_specs(fleet, spec["hosts"])
-    destroy(fleet, quiet=True)  # stale leftovers of a crashed run are cleaned, not tripped over
-    lowers = {suite: base_root(suite) for suite in sorted({s.suite for s in specs})}
-    subnet = choose_subnet(fleet, spec.get("subnet"))
-    hosts = plan_hosts(fleet, subnet, specs)
-    fleet_dir(fleet).mkdir(parents=True, exist_ok=True)
-    ensure_bridge(fleet, subnet)
-    public_key = ensure_key(fleet)
+def on_every_host(fleet: str, hosts: list[Host], step) -> list:
+    """Run step(host) on all hosts at once; if any fails, remove the fleet and stop with every error."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        futures = [
-            pool.submit(create_host, h, s, lowers, public_key) for h, s in zip(hosts, specs, strict=True)
-        ]
-        errors, instances = [], []
+        futures = [pool.submit(step, host) for host in hosts]
+        errors, results = [], []
         for future in futures:
             try:
-                instances.append(future.result())
-            except Exception as exc:
+                results.append(future.result())
+            except (Exception, SystemExit) as exc:
                 errors.append(str(exc))
     if errors:
         destroy(fleet, quiet=True)
         raise SystemExit("fleet create failed:\n" + "\n".join(errors))
-    return instances
+    return results
+
+
+def create(spec: dict, known_hosts_copies: list[Path] | None = None) -> list[dict]:
+    fleet = spec["fleet"]
+    specs = {s.name: s for s in host_specs(fleet, spec["hosts"])}
+    destroy(fleet, quiet=True)  # stale leftovers of a crashed run are cleaned, not tripped over
+    lowers = {suite: base_root(suite) for suite in sorted({s.suite for s in specs.values()})}
+    subnet = choose_subnet(fleet, spec.get("subnet"))
+    hosts = plan_hosts(fleet, subnet, list(specs.values()))
+    fleet_dir(fleet).mkdir(parents=True, exist_ok=True)
+    ensure_bridge(fleet, subnet)
+    ensure_apt_proxy(str(subnet.network_address + 1))
+    public_key = ensure_key(fleet)
+    on_every_host(fleet, hosts, lambda h: install_host(h, specs[h.name], lowers[h.suite], public_key))
+    write_known_hosts(fleet, hosts, known_hosts_copies or [])
+    return on_every_host(fleet, hosts, start_host)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,11 +809,13 @@ def up(spec: dict) -> list[dict]:
         (running[n].address, running[n].suite) == w for n, w in wanted.items()
     ):
         try:
+            write_known_hosts(spec["fleet"], list(running.values()), [])
+            ensure_apt_proxy(next(iter(running.values())).gateway)
             for host in running.values():
                 wait_for_login(host)
             log(f"fleet {spec['fleet']}: {len(running)} host(s) already up")
             return [instance(h) for h in running.values()]
-        except RuntimeError:
+        except (RuntimeError, OSError):
             pass
     return create(spec)
 
@@ -742,6 +846,9 @@ def main(argv: list[str] | None = None) -> int:
     create_cmd = sub.add_parser("create", help="boot the hosts of a fleet")
     create_cmd.add_argument("--spec", required=True, help="JSON spec file, or - for stdin")
     create_cmd.add_argument("--out", help="write the instance list (JSON) here as well as to stdout")
+    create_cmd.add_argument(
+        "--known-hosts", type=Path, help="write the fleet's known_hosts here as well (its hosts' keys)"
+    )
     destroy_cmd = sub.add_parser("destroy", help="remove everything a fleet made")
     destroy_cmd.add_argument("--fleet", required=True)
     up_cmd = sub.add_parser("up", help="boot the fleet an inventory describes, unless it already runs")
@@ -767,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the test fleet needs root (network namespaces, mounts, systemd-nspawn)")
     if args.command == "create":
         text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
-        instances = create(json.loads(text))
+        instances = create(json.loads(text), [args.known_hosts] if args.known_hosts else [])
         output = json.dumps(instances, indent=2)
         if args.out:
             Path(args.out).write_text(output + "\n")

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 UV_VERSION=0.13.9
-HOST_PACKAGES=(debootstrap systemd-container iproute2 rsync openssh-client curl gnupg)
+HOST_PACKAGES=(debootstrap systemd-container iproute2 rsync openssh-client curl gnupg apt-cacher-ng)
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache="$repo/.cache"

@@ -116,12 +116,12 @@ def test_a_fleet_builds_one_root_per_suite_and_each_host_boots_its_own(monkeypat
     monkeypatch.setattr(fleet, "ensure_bridge", lambda *a: None)
     monkeypatch.setattr(fleet, "ensure_key", lambda *a: "ssh-ed25519 AAAA test")
     monkeypatch.setattr(fleet, "fleet_dir", lambda name: Path("/nonexistent") / name)
-
-    def fake_create_host(host, spec, lowers, public_key):
-        prepared[host.name] = lowers[host.suite]
-        return {"instance": host.name}
-
-    monkeypatch.setattr(fleet, "create_host", fake_create_host)
+    monkeypatch.setattr(fleet, "ensure_apt_proxy", lambda gateway: None)
+    monkeypatch.setattr(fleet, "write_known_hosts", lambda *a: None)
+    monkeypatch.setattr(
+        fleet, "install_host", lambda host, spec, lower, key: prepared.update({host.name: lower})
+    )
+    monkeypatch.setattr(fleet, "start_host", lambda host: {"instance": host.name})
     fleet.create(
         {
             "fleet": "f",
