@@ -2,7 +2,8 @@
 # Prepare this machine to run llmfleet's lab and tests:
 #   - the host packages the test fleet needs (debootstrap, systemd-container, iproute2, ...),
 #   - a pinned uv in .cache/uv (never in the system Python),
-#   - the controller environment .venv on Python >= 3.12, synced from uv.lock.
+#   - the controller environment .venv on Python >= 3.12, synced from uv.lock,
+#   - promtool (the alert rule tests), taken from Debian's prometheus package without installing it.
 # Re-running with nothing changed takes a few seconds.
 set -euo pipefail
 
@@ -75,8 +76,34 @@ link_collection() {
   fi
 }
 
+# promtool from the OS's prometheus package, extracted rather than installed: installing the package
+# on a machine without systemd as PID 1 starts the Prometheus daemon through its init.d script.
+# Cached per machine under the package's version; .cache/bin/promtool links to it.
+install_promtool() {
+  local version dir tmp
+  version=$(apt-cache show --no-all-versions prometheus 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+  if [ -z "$version" ]; then
+    log "apt knows no prometheus package (for promtool); run apt-get update"
+    exit 1
+  fi
+  dir="${LLMFLEET_CACHE:-$HOME/.cache/llmfleet}/promtool/$version"
+  if [ ! -x "$dir/promtool" ]; then
+    log "extracting promtool from prometheus $version"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq "prometheus=$version" 2>/dev/null)
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+    mkdir -p "$(dirname "$dir")"
+    rm -rf "$dir.partial" && mkdir "$dir.partial" && mv "$tmp/usr/bin/promtool" "$dir.partial/"
+    mv "$dir.partial" "$dir"
+    rm -rf "$tmp"
+  fi
+  mkdir -p "$cache/bin"
+  ln -sfn "$dir/promtool" "$cache/bin/promtool"
+}
+
 install_host_packages
 install_uv
+install_promtool
 link_collection
 python=$(find_python)
 # Bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set, every process (each module run,
