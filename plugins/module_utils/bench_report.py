@@ -2,7 +2,7 @@
 
 A result is one JSON file that `vllm bench serve --save-result` wrote for one host and one
 concurrency level; playbooks/bench.yml adds `llmfleet_host` and `llmfleet_release` to it
-(`--metadata`). A run is a directory of them. Each plot draws one line per series (a host, or
+(`--metadata`). A run is a directory whose results/ holds them; the report is written beside. Each plot draws one line per series (a host, or
 with a comparison a run and a host), one point per concurrency level; the numbers it draws are
 written beside it as CSV and JSON, so a test or a person can check the plot against the results.
 """
@@ -49,14 +49,12 @@ class BenchPoint:
         return f"{self.run} {self.host}" if with_run else self.host
 
 
-def load_run(directory: Path, run: str | None = None) -> list[BenchPoint]:
-    """Every result JSON in a run directory, as points named after the run (the directory's name)."""
-    files = sorted(Path(directory).glob("*.json"))
+def load_run(directory: Path) -> list[BenchPoint]:
+    """Every result JSON in a run's results/, as points named after the run (the directory's name)."""
+    files = sorted((Path(directory) / "results").glob("*.json"))
     if not files:
-        raise BenchReportError(f"no bench results (*.json) in {directory}")
-    return [
-        point_from_result(json.loads(path.read_text()), run or Path(directory).name, path) for path in files
-    ]
+        raise BenchReportError(f"no bench results (results/*.json) in {directory}")
+    return [point_from_result(json.loads(path.read_text()), Path(directory).name, path) for path in files]
 
 
 def point_from_result(result: dict, run: str, source: Path | str = "result") -> BenchPoint:
@@ -139,13 +137,12 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_report(results: Path, out: Path, compare: Path | None = None, title: str = "vLLM bench") -> dict:
-    """Plots, data and summary.md for a run (and the run it is compared with) in `out`."""
-    points = load_run(results)
-    if compare is not None:
-        points = load_run(compare) + points
+def write_report(out: Path, compare: Path | None = None, title: str = "vLLM bench") -> dict:
+    """Plots, data and summary.md of a run (and the run it is compared with) in the run's directory."""
+    if compare is not None and compare.name == out.name:
+        raise BenchReportError(f"the runs compared must have different names, not both {out.name}")
+    points = load_run(out) + (load_run(compare) if compare is not None else [])
     with_run = compare is not None
-    out.mkdir(parents=True, exist_ok=True)
     files = []
     for stem, key, ylabel in METRICS:
         data = series(points, key, with_run)

@@ -21,16 +21,12 @@ description:
 author:
   - llmfleet developers
 options:
-  results:
-    description: Directory of this run's result files (C(*.json)).
-    type: path
-    required: true
-  dest:
-    description: Directory the plots, their data and C(summary.md) are written to.
+  run:
+    description: The run's directory; its C(results/) holds the result files (C(*.json)), the report is written in it.
     type: path
     required: true
   compare:
-    description: Directory of an earlier run's result files to draw beside this run's.
+    description: An earlier run's directory (its C(results/)) to draw beside this run; its name must differ.
     type: path
   title:
     description: Title of the plots and the summary.
@@ -49,9 +45,8 @@ attributes:
 EXAMPLES = r"""
 - name: Plot this run against the one before the rollout
   llmfleet.serve.bench_report:
-    results: bench/20261207-0130/results
-    dest: bench/20261207-0130
-    compare: bench/20261206-2200/results
+    run: bench/after
+    compare: bench/before
   delegate_to: localhost
   run_once: true
 """
@@ -64,7 +59,7 @@ files:
   elements: str
   sample: [bench/run/ttft.png, bench/run/ttft.csv, bench/run/ttft.json, bench/run/summary.md]
 series:
-  description: The lines drawn (hosts, or run and host with a comparison).
+  description: The lines drawn (hosts, or run name and host with a comparison).
   returned: success
   type: list
   elements: str
@@ -89,8 +84,7 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.bench_report import
 
 def argument_spec() -> dict[str, Any]:
     return {
-        "results": {"type": "path", "required": True},
-        "dest": {"type": "path", "required": True},
+        "run": {"type": "path", "required": True},
         "compare": {"type": "path"},
         "title": {"type": "str", "default": "vLLM bench"},
     }
@@ -101,13 +95,10 @@ def main() -> None:
     params = module.params
     try:
         report = write_report(
-            Path(params["results"]),
-            Path(params["dest"]),
-            Path(params["compare"]) if params["compare"] else None,
-            params["title"],
+            Path(params["run"]), Path(params["compare"]) if params["compare"] else None, params["title"]
         )
     except (BenchReportError, KeyError, ValueError) as exc:
-        module.fail_json(msg=f"cannot report the bench results in {params['results']}: {exc}")
+        module.fail_json(msg=f"cannot report the bench run {params['run']}: {exc}")
     module.exit_json(changed=True, **report)
 
 

@@ -35,10 +35,12 @@ def result(host: str, level: int, scale: float = 1.0) -> dict:
 
 
 def write_run(directory: Path, scale: float = 1.0) -> Path:
-    directory.mkdir(parents=True)
+    (directory / "results").mkdir(parents=True)
     for host in HOSTS:
         for level in LEVELS:
-            (directory / f"{host}-c{level}.json").write_text(json.dumps(result(host, level, scale)))
+            (directory / "results" / f"{host}-c{level}.json").write_text(
+                json.dumps(result(host, level, scale))
+            )
     return directory
 
 
@@ -59,6 +61,11 @@ def test_a_comparison_names_each_line_by_run_and_host(tmp_path):
     ]
 
 
+def test_runs_of_the_same_name_are_not_compared(tmp_path):
+    with pytest.raises(br.BenchReportError, match="different names, not both run"):
+        br.write_report(write_run(tmp_path / "a" / "run"), write_run(tmp_path / "b" / "run"))
+
+
 def test_two_results_for_one_level_are_refused(tmp_path):
     point = br.point_from_result(result("gpu-01", 1), "run")
     with pytest.raises(br.BenchReportError, match="two results for concurrency 1"):
@@ -67,8 +74,8 @@ def test_two_results_for_one_level_are_refused(tmp_path):
 
 def test_a_result_without_the_host_is_refused_with_its_file(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "x.json").write_text(json.dumps({"max_concurrency": 1}))
+    (run / "results").mkdir(parents=True)
+    (run / "results" / "x.json").write_text(json.dumps({"max_concurrency": 1}))
     with pytest.raises(br.BenchReportError, match=r"x.json: no llmfleet_host"):
         br.load_run(run)
 
@@ -81,8 +88,8 @@ def test_an_empty_run_is_refused(tmp_path):
 @pytest.mark.parametrize("compare", [False, True], ids=["one run", "compared"])
 def test_report_writes_decodable_pngs_and_the_data_they_draw(tmp_path, compare):
     before = write_run(tmp_path / "before", 2.0) if compare else None
-    out = tmp_path / "report"
-    report = br.write_report(write_run(tmp_path / "after"), out, before, title="t")
+    out = write_run(tmp_path / "after")
+    report = br.write_report(out, before, title="t")
     runs = {"after": 1.0, "before": 2.0} if compare else {"after": 1.0}
     for stem, key, _ in br.METRICS:
         pixels = image.imread(out / f"{stem}.png")
@@ -109,13 +116,13 @@ def test_report_writes_decodable_pngs_and_the_data_they_draw(tmp_path, compare):
 
 def test_the_module_documents_its_options_and_reports_bad_input(tmp_path, run_module, documented_spec):
     documented_spec(module)
-    result = run_module(module, {"results": str(tmp_path), "dest": str(tmp_path / "out")})
+    result = run_module(module, {"run": str(tmp_path)})
     assert result["failed"]
-    assert f"cannot report the bench results in {tmp_path}: no bench results" in result["msg"]
+    assert f"cannot report the bench run {tmp_path}: no bench results" in result["msg"]
 
 
 def test_the_module_writes_the_report(tmp_path, run_module):
-    result = run_module(module, {"results": str(write_run(tmp_path / "run")), "dest": str(tmp_path / "out")})
+    result = run_module(module, {"run": str(write_run(tmp_path / "run"))})
     assert result["changed"]
     assert result["series"] == list(HOSTS)
     assert all(Path(path).is_file() for path in result["files"])
