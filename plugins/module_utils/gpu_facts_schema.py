@@ -125,13 +125,14 @@ _KINDS: dict[str, Any] = {
     "compute_capability_source": CAPABILITY_SOURCES,
     "mig_mode": MIG_MODES,
     "interconnect": INTERCONNECTS,
-    "nvswitch": bool,
 }
 _REQUIRED = {"index", "gpu_index"}
 
 
 def _check(where: str, key: str, value: Any) -> Any:
+    """``value`` when it fits field ``key``; ``where`` says whose field it is (e.g. ``gpus[2]``)."""
     kind = _KINDS.get(key, str)
+    name = f"{where}.{key}" if where else key
     if value is None and key not in _REQUIRED:
         return None
     if isinstance(kind, tuple):
@@ -142,11 +143,11 @@ def _check(where: str, key: str, value: Any) -> Any:
         return value
     elif kind is not int and isinstance(value, kind):
         if key == "compute_capability" and not _CAPABILITY_RE.match(value):
-            raise GpuFactsError(f"{where}.{key} is {value!r}, not a compute capability such as '9.0'")
+            raise GpuFactsError(f"{name} is {value!r}, not a compute capability such as '9.0'")
         return value
     else:
-        expected = {int: "a whole number", bool: "true or false", str: "a string"}[kind]
-    raise GpuFactsError(f"{where}.{key} is {value!r}, expected {expected}")
+        expected = "a whole number" if kind is int else "a string"
+    raise GpuFactsError(f"{name} is {value!r}, expected {expected}")
 
 
 def _read(cls: type, where: str, item: Any) -> Any:
@@ -167,13 +168,11 @@ def read_gpu_facts(facts: dict[str, Any]) -> tuple[list[Gpu], list[MigDevice]]:
 
     Raises :class:`GpuFactsError` for a value of the wrong kind, naming its key and the value.
     """
-    _check("GPU facts", "interconnect", facts.get("interconnect"))
+    _check("", "interconnect", facts.get("interconnect"))
     listed = {key: facts.get(key) or [] for key in ("gpus", "mig_devices")}
     for key, items in listed.items():
         if not isinstance(items, list):
-            raise GpuFactsError(f"GPU facts: {key} is {items!r}, expected a list")
-    gpus = [_read(Gpu, f"GPU facts: gpus[{n}]", item) for n, item in enumerate(listed["gpus"])]
-    devices = [
-        _read(MigDevice, f"GPU facts: mig_devices[{n}]", x) for n, x in enumerate(listed["mig_devices"])
-    ]
+            raise GpuFactsError(f"{key} is {items!r}, expected a list")
+    gpus = [_read(Gpu, f"gpus[{n}]", item) for n, item in enumerate(listed["gpus"])]
+    devices = [_read(MigDevice, f"mig_devices[{n}]", x) for n, x in enumerate(listed["mig_devices"])]
     return gpus, devices
