@@ -1,4 +1,4 @@
-"""Tests for plugins/module_utils/nvidia_smi.py against every real capture in tests/fixtures/nvidia-smi."""
+"""GPU discovery (module_utils nvidia_smi_*.py and gpu_facts_*.py) against every real capture in tests/fixtures/nvidia-smi."""
 
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ from ansible.module_utils.common import warnings as ansible_warnings
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import facts_from_texts
 from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_schema import (
+    CAPABILITY_SOURCES,
     INTERCONNECTS,
+    MIG_MODES,
     empty_facts,
 )
 from ansible_collections.llmfleet.serve.plugins.modules import gpu_facts
@@ -95,6 +97,9 @@ def test_return_samples_are_real_results_of_the_fixtures():
     assert facts_doc["cuda_version"]["sample"] == h200["cuda_version"]
     assert sorted(facts_doc) == sorted(h100)
     assert facts_doc["interconnect"]["choices"] == list(INTERCONNECTS)
+    gpu_doc = facts_doc["gpus"]["contains"]
+    assert gpu_doc["mig_mode"]["choices"] == list(MIG_MODES)
+    assert gpu_doc["compute_capability_source"]["choices"] == list(CAPABILITY_SOURCES)
 
 
 # --------------------------------------------------------------------------------------------
