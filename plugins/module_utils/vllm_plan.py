@@ -22,10 +22,11 @@ Standard library only: this file may run on target hosts (Python 3.11).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_schema import Gpu, read_gpu_facts
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_schema import MigDevice as MigSlice
 from ansible_collections.llmfleet.serve.plugins.module_utils.model_profile import (
     CPU_HEAD_SIZES,
     CPU_WEIGHT_FORMATS,
@@ -221,71 +222,13 @@ def _read_override(key: str, value: Any) -> Any:
     raise OverrideError(f"unknown override {key}")  # pragma: no cover - from_dict filters first
 
 
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    name: str
-    memory_mib: int
-    compute_capability: str | None
-    capability_source: str | None
-    mig: bool
-    uuid: str | None = None
-
-
-@dataclass(frozen=True)
-class MigSlice:
-    gpu_index: int
-    profile: str
-    memory_mib: int
-    uuid: str | None
-
-
 def _read_gpus(facts: dict[str, Any]) -> tuple[list[Gpu], list[MigSlice]]:
-    gpus: list[Gpu] = []
-    for position, item in enumerate(facts.get("gpus") or []):
-        if not isinstance(item, dict):
-            raise OverrideError(f"GPU facts: gpus[{position}] is not a mapping")
-        name = str(item.get("name") or "unknown GPU").strip()
-        memory = item.get("memory_total_mib")
-        capability = item.get("compute_capability")
-        if parse_capability(capability) is None:
-            capability = None
-        mig = str(item.get("mig_mode") or "").strip().lower() in ("enabled", "enable", "on", "true")
-        gpus.append(
-            Gpu(
-                index=int(item.get("index", position)),
-                name=name,
-                memory_mib=int(memory) if isinstance(memory, int | float) and memory > 0 else 0,
-                compute_capability=capability,
-                capability_source=item.get("compute_capability_source"),
-                mig=mig,
-                uuid=item.get("uuid"),
-            )
-        )
-    slices: list[MigSlice] = []
-    for item in facts.get("mig_devices") or []:
-        if not isinstance(item, dict):
-            continue
-        memory = next(
-            (
-                item[k]
-                for k in ("memory_total_mib", "memory_mib", "memory_total")
-                if isinstance(item.get(k), int | float)
-            ),
-            0,
-        )
-        profile_name = str(item.get("profile") or item.get("name") or "")
-        sized = re.search(r"(\d+)gb\b", profile_name, re.IGNORECASE)
-        if not memory and sized:  # -L captures name the slice (3g.40gb) but give no memory
-            memory = int(sized.group(1)) * 1000  # MiB, a little under the real size
-        slices.append(
-            MigSlice(
-                gpu_index=int(item.get("gpu_index", item.get("gpu", -1)) or 0),
-                profile=str(item.get("profile") or item.get("name") or "MIG slice"),
-                memory_mib=int(memory),
-                uuid=item.get("uuid"),
-            )
-        )
+    """The GPUs and MIG devices of the facts, with names for what the facts leave unnamed."""
+    gpus, slices = read_gpu_facts(facts)
+    for gpu in gpus:
+        gpu.name = (gpu.name or "").strip() or "unknown GPU"
+    for mig in slices:
+        mig.profile = mig.profile or "MIG slice"
     return gpus, slices
 
 

