@@ -121,7 +121,7 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True, order=True)
-class Layout:
+class ParallelLayout:
     """A parallel layout on one host: tensor x data x pipeline parallel, with or without EP."""
 
     tp: int = 1
@@ -147,9 +147,9 @@ class Layout:
         return "-".join(parts)
 
     @classmethod
-    def parse(cls, value: Any) -> Layout:
+    def parse(cls, value: Any) -> ParallelLayout:
         """Read ``tp8-ep``, ``tp4-ep-dp2``, ``dp8-ep``, ``tp2-pp2``, or a dict {tp, dp, pp, ep}."""
-        if isinstance(value, Layout):
+        if isinstance(value, ParallelLayout):
             return value
         if isinstance(value, dict):
             unknown = set(value) - {"tp", "dp", "pp", "ep", "name", "layout"}
@@ -206,7 +206,7 @@ class Layout:
 
 @dataclass(frozen=True)
 class RefusedLayout:
-    layout: Layout
+    layout: ParallelLayout
     reason: str
 
 
@@ -414,7 +414,7 @@ class ModelProfile:
     kv_cache_dtype: str
     max_model_len: int
     min_model_len: int
-    layouts: tuple[Layout, ...]
+    layouts: tuple[ParallelLayout, ...]
     refused_layouts: tuple[RefusedLayout, ...]
     tool_call_parser: str | None
     reasoning_parser: str | None
@@ -453,7 +453,7 @@ class ModelProfile:
         """2 (K and V) x layers x KV heads x head size x bytes per element, for the whole model."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.kv_element_bytes
 
-    def refused_reason(self, layout: Layout) -> str | None:
+    def refused_reason(self, layout: ParallelLayout) -> str | None:
         for refused in self.refused_layouts:
             if refused.layout == layout:
                 return refused.reason
@@ -603,14 +603,14 @@ def _weights_from_profile(data: dict[str, Any], where: str) -> int | None:
     return int(value * scale)
 
 
-def _layouts(items: Any, where: str) -> tuple[Layout, ...]:
+def _layouts(items: Any, where: str) -> tuple[ParallelLayout, ...]:
     if items is None:
         return ()
     if not isinstance(items, list):
         raise ProfileError(f"{where}: 'layouts' must be a list such as [tp4, tp8-ep]")
     layouts = []
     for item in items:
-        layout = Layout.parse(item)
+        layout = ParallelLayout.parse(item)
         if layout in layouts:
             raise ProfileError(f"{where}: layout {layout.name} is listed twice")
         layouts.append(layout)
@@ -628,7 +628,7 @@ def _refused(items: Any, where: str) -> tuple[RefusedLayout, ...]:
             raise ProfileError(
                 f"{where}: each refused layout needs 'layout' and a 'reason' a person can act on"
             )
-        refused.append(RefusedLayout(Layout.parse(item["layout"]), str(item["reason"]).strip()))
+        refused.append(RefusedLayout(ParallelLayout.parse(item["layout"]), str(item["reason"]).strip()))
     return tuple(refused)
 
 
@@ -956,8 +956,8 @@ __all__ = [
     "MIB",
     "ConfigShape",
     "CpuSupport",
-    "Layout",
     "ModelProfile",
+    "ParallelLayout",
     "ProfileError",
     "RefusedLayout",
     "ceil_div",
