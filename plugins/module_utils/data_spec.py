@@ -2,8 +2,8 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Check user-written data (model profiles, plan overrides) against a declarative spec.
 
-A spec maps each key to a rule. ansible-core's own ArgumentSpecValidator checks and converts each
-value by the rule's Ansible keys: ``type`` (a type name Ansible knows, or one of the checkers below),
+A :class:`DataSpec` maps each key to a rule, written as an Ansible argument spec: ``type`` (a type
+Ansible knows, checked by ansible-core's own ArgumentSpecValidator, or one of the checkers below),
 ``elements`` and ``choices``. The other keys are ours:
 
 * ``required``: the key must be given;
@@ -31,8 +31,6 @@ from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.validation import check_type_float, check_type_int
-
-Spec = Mapping[str, Mapping[str, Any]]
 
 _ANSIBLE_KEYS = ("type", "elements", "choices")
 
@@ -127,22 +125,67 @@ def _must(rule: Mapping[str, Any]) -> str:
 
 
 def _within(value: Any, rule: Mapping[str, Any]) -> bool:
-    checks = (
-        ("min", lambda bound: value >= bound),
-        ("max", lambda bound: value <= bound),
-        ("above", lambda bound: value > bound),
-        ("below", lambda bound: value < bound),
-    )
-    if any(key in rule and not holds(rule[key]) for key, holds in checks):
+    if ("min" in rule and value < rule["min"]) or ("max" in rule and value > rule["max"]):
+        return False
+    if ("above" in rule and value <= rule["above"]) or ("below" in rule and value >= rule["below"]):
         return False
     if "pattern" in rule and not re.fullmatch(rule["pattern"], value.strip()):
         return False
     return not (rule.get("nonempty") and not value.strip())
 
 
+class DataSpec:
+    """The rules of a mapping's keys; converts values to the types the rules name.
+
+    A rule that names one of Ansible's types (or its ``elements``, or ``choices``) is checked by
+    ArgumentSpecValidator; a checker of ours (a function) is called directly, as the validator would
+    call it, without the validator's deep copy of the data.
+    """
+
+    def __init__(self, rules: Mapping[str, Mapping[str, Any]]) -> None:
+        self.rules = rules
+        by_ansible = {key: rule for key, rule in rules.items() if _names_ansible_types(rule)}
+        self._ansible = ArgumentSpecValidator(
+            {key: {k: rule[k] for k in _ANSIBLE_KEYS if k in rule} for key, rule in by_ansible.items()}
+        )
+
+    def convert(self, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The values converted to their types, and whether all of them could be."""
+        converted = dict(values)
+        for key, value in values.items():
+            if key not in self._ansible.argument_spec:
+                try:
+                    converted[key] = _by_checker(value, self.rules[key])
+                except (TypeError, ValueError):
+                    return converted, False
+        by_ansible = {key: value for key, value in values.items() if key in self._ansible.argument_spec}
+        if not by_ansible:
+            return converted, True
+        result = self._ansible.validate(by_ansible)
+        converted.update(result.validated_parameters)
+        return converted, not result.error_messages
+
+
+def _names_ansible_types(rule: Mapping[str, Any]) -> bool:
+    kind = rule.get("type", "raw")
+    return (
+        (isinstance(kind, str) and kind != "raw")
+        or isinstance(rule.get("elements"), str)
+        or "choices" in rule
+    )
+
+
+def _by_checker(value: Any, rule: Mapping[str, Any]) -> Any:
+    kind = rule.get("type", "raw")
+    checked = value if kind == "raw" else kind(value)
+    if "elements" in rule:
+        checked = [rule["elements"](item) for item in checked]
+    return checked
+
+
 def check_mapping(
     data: Mapping[str, Any],
-    spec: Spec,
+    spec: DataSpec,
     where: str,
     error: Callable[[str], Exception],
     noun: str = "fields",
@@ -155,32 +198,47 @@ def check_mapping(
     word the message about unknown keys; ``path`` prefixes the keys of nested data (``cpu.``).
     """
     prefix = f"{where}: " if where else ""
-    unknown = sorted(str(key) for key in data if key not in spec)
+    unknown = sorted(str(key) for key in data if key not in spec.rules)
     if unknown:
-        close = [path + m for key in unknown for m in difflib.get_close_matches(key, list(spec), n=1)]
+        close = [path + m for key in unknown for m in difflib.get_close_matches(key, list(spec.rules), n=1)]
         message = f"{prefix}unknown {noun} {[path + key for key in unknown]}"
         message += f"; did you mean {', '.join(close)}?" if close else ""
         raise error(message + (f"; {unknown_help}" if unknown_help else ""))
-    checked: dict[str, Any] = {}
-    for key, rule in spec.items():
-        value = data.get(key)
-        if value is None or value == "":
-            if rule.get("required"):
-                raise error(f"{prefix}{path}{key} is missing; it must {_must(rule)}")
-            continue
-        checked[key] = _check_value(value, rule, f"{path}{key}", where, error)
-    return checked
+    given = {key: value for key, value in data.items() if value is not None and value != ""}
+    for key, rule in spec.rules.items():
+        if rule.get("required") and key not in given:
+            raise error(f"{prefix}{path}{key} is missing; it must {_must(rule)}")
+    converted, all_converted = spec.convert(given)
+    if not all_converted:
+        _raise_type_error(given, spec, f"{prefix}{path}", error)
+    return {
+        key: _check_value(value, converted[key], spec.rules[key], f"{path}{key}", where, error)
+        for key, value in given.items()
+    }
+
+
+def _raise_type_error(
+    given: dict[str, Any], spec: DataSpec, where_path: str, error: Callable[[str], Exception]
+) -> None:
+    """Name the key whose value does not have its type (ArgumentSpecValidator's messages name no data)."""
+    for key, value in given.items():
+        if not DataSpec({key: spec.rules[key]}).convert({key: value})[1]:
+            raise error(f"{where_path}{key} must {_must(spec.rules[key])}, got {value!r}")
+    raise error(f"{where_path}{', '.join(given)}: values of the wrong type")  # pragma: no cover
 
 
 def _check_value(
-    value: Any, rule: Mapping[str, Any], label: str, where: str, error: Callable[[str], Exception]
+    value: Any,
+    checked: Any,
+    rule: Mapping[str, Any],
+    label: str,
+    where: str,
+    error: Callable[[str], Exception],
 ) -> Any:
+    """Bounds, nested mappings, parsing and uniqueness of one converted value."""
     prefix = f"{where}: " if where else ""
-    ansible_rule = {key: rule[key] for key in _ANSIBLE_KEYS if key in rule}
-    result = ArgumentSpecValidator({label: ansible_rule}).validate({label: value})
-    if result.error_messages or not _within(result.validated_parameters[label], rule):
+    if not _within(checked, rule):
         raise error(f"{prefix}{label} must {_must(rule)}, got {value!r}")
-    checked = result.validated_parameters[label]
     if "options" in rule:
         nested = rule["options"]
         if isinstance(checked, dict):
@@ -205,7 +263,7 @@ def _check_value(
 
 
 __all__ = [
-    "Spec",
+    "DataSpec",
     "check_mapping",
     "exact_bool",
     "exact_number",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.data_spec import (
+    DataSpec,
     check_mapping,
     number,
     sequence,
@@ -40,34 +41,36 @@ _POSITIVE_WHOLE = {"type": whole_number, "min": 1}
 _TEXT = {"type": "str", "parse": str.strip}
 _FLAG = {"type": "bool"}
 
-OVERRIDES_SPEC: dict[str, dict[str, Any]] = {
-    "gpu_memory_utilization": {"type": number, "min": 0.05, "max": 0.99},
-    "max_model_len": _POSITIVE_WHOLE,
-    "max_model_len_auto": _FLAG,
-    "max_num_seqs": _POSITIVE_WHOLE,
-    "layout": {"type": "raw", "parse": ParallelLayout.parse},
-    "allow_gpu_subset": _FLAG,
-    "gpu_indices": {
-        "type": _gpu_indices,
-        "must": "be a list of GPU indexes (whole numbers) such as [0, 1, 2, 3]",
-        "unique": True,
-    },
-    "kv_cache_dtype": _TEXT,
-    "vllm_version": _TEXT,
-    "reasoning_parser": _TEXT,
-    "served_model_name": _TEXT,
-    "overhead_gib_per_gpu": {"type": number, "min": 0},
-    "cpu_kvcache_space_gib": _POSITIVE_WHOLE,
-    "cpu_max_weights_gib": {"type": number, "min": 0.001},
-    "host_memory_mib": _POSITIVE_WHOLE,
-    "load_rate_mib_s": {"type": number, "min": 0.001},
-    "extra_args": {
-        "type": sequence,
-        "elements": "str",
-        "must": "be a list of strings, one argv element each",
-        "parse": tuple,
-    },
-}
+OVERRIDES_SPEC = DataSpec(
+    {
+        "gpu_memory_utilization": {"type": number, "min": 0.05, "max": 0.99},
+        "max_model_len": _POSITIVE_WHOLE,
+        "max_model_len_auto": _FLAG,
+        "max_num_seqs": _POSITIVE_WHOLE,
+        "layout": {"type": "raw", "parse": ParallelLayout.parse},
+        "allow_gpu_subset": _FLAG,
+        "gpu_indices": {
+            "type": _gpu_indices,
+            "must": "be a list of GPU indexes (whole numbers) such as [0, 1, 2, 3]",
+            "unique": True,
+        },
+        "kv_cache_dtype": _TEXT,
+        "vllm_version": _TEXT,
+        "reasoning_parser": _TEXT,
+        "served_model_name": _TEXT,
+        "overhead_gib_per_gpu": {"type": number, "min": 0},
+        "cpu_kvcache_space_gib": _POSITIVE_WHOLE,
+        "cpu_max_weights_gib": {"type": number, "min": 0.001},
+        "host_memory_mib": _POSITIVE_WHOLE,
+        "load_rate_mib_s": {"type": number, "min": 0.001},
+        "extra_args": {
+            "type": sequence,
+            "elements": "str",
+            "must": "be a list of strings, one argv element each",
+            "parse": tuple,
+        },
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class Overrides:
         if not isinstance(data, dict):
             raise OverrideError(f"overrides must be a mapping, got {type(data).__name__}")
         given = {key: value for key, value in data.items() if value is not None}
-        known = ", ".join(sorted(OVERRIDES_SPEC))
+        known = ", ".join(sorted(OVERRIDES_SPEC.rules))
         values = check_mapping(
             given, OVERRIDES_SPEC, "", OverrideError, noun="overrides", unknown_help=f"known: {known}"
         )
