@@ -150,16 +150,6 @@ class ParallelLayout:
         if min(self.tp, self.dp, self.pp) < 1:
             raise ProfileError(f"layout {self.name}: every size must be at least 1")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "tensor_parallel_size": self.tp,
-            "data_parallel_size": self.dp,
-            "pipeline_parallel_size": self.pp,
-            "enable_expert_parallel": self.ep,
-            "gpus": self.world_size,
-        }
-
 
 @dataclass(frozen=True)
 class RefusedLayout:
@@ -198,9 +188,6 @@ class ConfigShape:
     weight_block_size: int | None = None
     weights_bytes: int | None = None
     expert_weights_bytes: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
