@@ -641,10 +641,16 @@ def _plan_mig(
     gpus: list[Gpu],
     slices: list[MigSlice],
 ) -> VllmPlan:
-    found = _largest_slice_fit(plan, profile, opts, budget, gpus, slices)
-    if found is None:
+    largest = _largest_slice(plan, profile, gpus, slices)
+    if largest is None:
         return plan
-    largest, fit = found
+    single = [
+        x for x in ([opts.layout] if opts.layout else candidate_layouts(profile, 1)) if x.world_size == 1
+    ]
+    fit = replace(budget, memory_mib=largest.memory_mib).fit(profile, single[0]) if single else None
+    if fit is None or nice_len(fit.tokens_per_replica) < profile.min_model_len:
+        _refuse_small_slice(plan, profile, largest, fit, gpus)
+        return plan
     plan.gpu_memory_mib = largest.memory_mib
     _apply_fit(plan, fit, [g for g in gpus if g.index == largest.gpu_index][:1] or gpus[:1])
     plan.gpus_used = 1
@@ -657,35 +663,32 @@ def _plan_mig(
     return _complete(plan, profile, opts, env, fit.weights_per_gpu, ["--tensor-parallel-size", "1"])
 
 
-def _largest_slice_fit(
-    plan: VllmPlan,
-    profile: ModelProfile,
-    opts: Overrides,
-    budget: GpuBudget,
-    gpus: list[Gpu],
-    slices: list[MigSlice],
-) -> tuple[MigSlice, Fit] | None:
-    """The largest MIG slice of the GPUs and the model's fit on it; None after a refusal."""
-    gpu_indices = {g.index for g in gpus}
-    mine = [s for s in slices if s.gpu_index in gpu_indices or s.gpu_index < 0] or slices
-    disable = (
-        f"disable MIG (`nvidia-smi -i {indices(sorted(gpu_indices))} -mig 0`, then reset the GPUs) "
+def _disable_mig(gpus: list[Gpu]) -> str:
+    return (
+        f"disable MIG (`nvidia-smi -i {indices(sorted(g.index for g in gpus))} -mig 0`, then reset the GPUs) "
         "to plan on whole GPUs"
     )
-    if not mine:
-        plan.refuse(
-            MIG_TOO_SMALL,
-            f"MIG is enabled on GPU(s) {indices(sorted(gpu_indices))} but no MIG devices exist; create a MIG "
-            f"slice large enough for {profile.display_name}, or {disable}",
-        )
-        return None
-    largest = max(mine, key=lambda s: s.memory_mib)
-    single = [
-        x for x in ([opts.layout] if opts.layout else candidate_layouts(profile, 1)) if x.world_size == 1
-    ]
-    fit = replace(budget, memory_mib=largest.memory_mib).fit(profile, single[0]) if single else None
-    if fit is not None and nice_len(fit.tokens_per_replica) >= profile.min_model_len:
-        return largest, fit
+
+
+def _largest_slice(
+    plan: VllmPlan, profile: ModelProfile, gpus: list[Gpu], slices: list[MigSlice]
+) -> MigSlice | None:
+    """The largest MIG slice of the GPUs; None after a refusal (MIG on, but no slice)."""
+    gpu_indices = {g.index for g in gpus}
+    mine = [s for s in slices if s.gpu_index in gpu_indices or s.gpu_index < 0] or slices
+    if mine:
+        return max(mine, key=lambda s: s.memory_mib)
+    plan.refuse(
+        MIG_TOO_SMALL,
+        f"MIG is enabled on GPU(s) {indices(sorted(gpu_indices))} but no MIG devices exist; create a MIG "
+        f"slice large enough for {profile.display_name}, or {_disable_mig(gpus)}",
+    )
+    return None
+
+
+def _refuse_small_slice(
+    plan: VllmPlan, profile: ModelProfile, largest: MigSlice, fit: Fit | None, gpus: list[Gpu]
+) -> None:
     need = ""
     if fit is not None:
         need = f" needs {gib(fit.weights_per_gpu + fit.overhead_per_gpu)} plus KV cache on one device"
@@ -696,9 +699,8 @@ def _largest_slice_fit(
         MIG_TOO_SMALL,
         f"MIG is enabled and vLLM runs one server on one MIG slice, it cannot shard a model over "
         f"slices: the largest slice has {largest.memory_mib:,} MiB ({largest.profile}) but "
-        f"{profile.display_name}{need}; {disable}" + (f" ({whole:,} MiB each)" if whole else ""),
+        f"{profile.display_name}{need}; {_disable_mig(gpus)}" + (f" ({whole:,} MiB each)" if whole else ""),
     )
-    return None
 
 
 __all__ = ["Gpu", "MigSlice", "VllmPlan", "plan_vllm"]
