@@ -115,6 +115,8 @@ def _must(rule: Mapping[str, Any]) -> str:
     noun = _KIND.get(kind, "value")
     if rule.get("above") == 0 and "max" not in rule and "below" not in rule:
         return f"be a positive {noun}"
+    if "above" in rule and "below" in rule:
+        return f"be a {noun} above {rule['above']} and below {rule['below']}"
     if "min" in rule and "max" in rule:
         return f"be a {noun} between {rule['min']} and {rule['max']}"
     if "min" in rule:
