@@ -90,7 +90,7 @@ class DriverChoiceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Target:
+class HostPlatform:
     distribution: str
     version: str
     architecture: str
@@ -125,7 +125,7 @@ class Target:
         return CUDA_ARCH[self.architecture]
 
 
-def make_target(distribution: str, version: str, architecture: str, kernel: str) -> Target:
+def host_platform(distribution: str, version: str, architecture: str, kernel: str) -> HostPlatform:
     """The host, validated: a supported OS release and an architecture NVIDIA builds drivers for."""
     version = str(version)
     releases = SUPPORTED_OS.get(distribution)
@@ -144,7 +144,9 @@ def make_target(distribution: str, version: str, architecture: str, kernel: str)
         raise DriverChoiceError(
             f"architecture {architecture} has no NVIDIA datacenter driver packages; supported: x86_64, aarch64"
         )
-    return Target(distribution=distribution, version=wanted, architecture=architecture, kernel=str(kernel))
+    return HostPlatform(
+        distribution=distribution, version=wanted, architecture=architecture, kernel=str(kernel)
+    )
 
 
 def parse_branch(branch: Any) -> int:
@@ -246,7 +248,7 @@ class Package:
     versioned: bool = True
 
 
-def driver_packages(target: Target, branch: int, source: str, flavour: str) -> list[Package]:
+def driver_packages(target: HostPlatform, branch: int, source: str, flavour: str) -> list[Package]:
     """The driver packages (kernel module, user space, nvidia-smi, persistence daemon) for one host."""
     open_modules = flavour == "open"
     if target.family == "debian":
@@ -278,7 +280,7 @@ def driver_packages(target: Target, branch: int, source: str, flavour: str) -> l
     return []  # RHEL: a DNF module stream, see dnf_module()
 
 
-def fabricmanager_packages(target: Target, branch: int, source: str) -> list[Package]:
+def fabricmanager_packages(target: HostPlatform, branch: int, source: str) -> list[Package]:
     """The Fabric Manager package of the same branch."""
     if target.family == "debian" and source == "distribution":
         raise DriverChoiceError(
@@ -294,13 +296,13 @@ def fabricmanager_packages(target: Target, branch: int, source: str) -> list[Pac
     return [Package(f"nvidia-fabricmanager-{branch}" if suffixed else "nvidia-fabricmanager")]
 
 
-def dnf_module(target: Target, branch: int, flavour: str) -> str:
+def dnf_module(target: HostPlatform, branch: int, flavour: str) -> str:
     if target.family != "rhel":
         return ""
     return f"nvidia-driver:{branch}-{'open' if flavour == 'open' else 'dkms'}"
 
 
-def header_packages(target: Target) -> list[str]:
+def header_packages(target: HostPlatform) -> list[str]:
     if target.family == "rhel":
         return [f"kernel-devel-{target.kernel}", "kernel-headers"]
     return [f"linux-headers-{target.kernel}"]
@@ -322,7 +324,7 @@ def normalize_fingerprint(value: str) -> str:
 
 
 def repository(
-    target: Target, source: str, url: str = "", key_url: str = "", key_fingerprint: str = ""
+    target: HostPlatform, source: str, url: str = "", key_url: str = "", key_fingerprint: str = ""
 ) -> Repository | None:
     """NVIDIA's CUDA repository for the host, or the mirror the operator names; None for distribution."""
     if source != "cuda":
@@ -395,7 +397,7 @@ def apt_preferences(branch: int, glob: str, fabricmanager: Sequence[str]) -> str
 
 
 @dataclass
-class Plan:
+class DriverPlan:
     needed: bool
     errors: list[str] = field(default_factory=list)
     summary: str = ""
@@ -449,10 +451,10 @@ def plan(settings: Mapping[str, Any]) -> dict[str, Any]:
     gpus = list(pci.get("nvidia_gpus") or [])
     nvswitches = len(pci.get("nvswitches") or [])
     if not gpus:
-        return Plan(
+        return DriverPlan(
             needed=False, summary="no NVIDIA GPU on the PCI bus (vendor 0x10de, display class)"
         ).as_dict()
-    result = Plan(needed=True)
+    result = DriverPlan(needed=True)
     try:
         _fill(result, settings, gpus, nvswitches)
     except DriverChoiceError as exc:
@@ -460,8 +462,10 @@ def plan(settings: Mapping[str, Any]) -> dict[str, Any]:
     return result.as_dict()
 
 
-def _fill(result: Plan, settings: Mapping[str, Any], gpus: list[Mapping[str, Any]], nvswitches: int) -> None:
-    target = make_target(
+def _fill(
+    result: DriverPlan, settings: Mapping[str, Any], gpus: list[Mapping[str, Any]], nvswitches: int
+) -> None:
+    target = host_platform(
         str(settings.get("distribution", "")),
         str(settings.get("version", "")),
         str(settings.get("architecture", "")),

