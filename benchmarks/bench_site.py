@@ -65,14 +65,36 @@ def inventory(instances: list[dict], path: Path) -> Path:
         "model_weights_local_path": str(LAB_MODEL),
         "model_weights_revision": "scripted-v1",
         "vllm_runtime_find_links": ["/opt/wheels"],
-        "vllm_service_api_key": "bench-key",
+        "llmfleet_api_keys": ["bench-key"],
+        # the front door's certificate from a private CA made for the run (one naming every host)
+        "llmfleet_tls_cert": issue_certificate(instances, tls_dir(path)),
+        "llmfleet_tls_key": (tls_dir(path) / "fleet.key").read_text(),
+        "llmfleet_tls_ca_file": f"{tls_dir(path)}/ca.pem",
         # the fleet's known_hosts (lab/fleet.py writes its hosts' keys there, next to its login key)
         "ansible_ssh_common_args": (
             f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known_hosts(instances[0])}"
         ),
     }
+    sans = [f"--san={i['address']}" for i in instances] + [f"--san={i['instance']}" for i in instances]
+    subprocess.run(
+        [sys.executable, str(REPO / "lab" / "tls.py"), "issue", str(tls_dir(path)), "fleet", *sans],
+        check=True,
+    )
     path.write_text(yaml.safe_dump({"all": {"hosts": hosts, "vars": group_vars}}))
     return path
+
+
+def tls_dir(inventory_path: Path) -> Path:
+    return inventory_path.parent / "tls"
+
+
+def issue_certificate(instances: list[dict], directory: Path) -> str:
+    """One certificate naming every host (address and name), from lab/tls.py's CA; its PEM."""
+    sans = [f"--san={i['address']}" for i in instances] + [f"--san={i['instance']}" for i in instances]
+    subprocess.run(
+        [sys.executable, str(REPO / "lab" / "tls.py"), "issue", str(directory), "fleet", *sans], check=True
+    )
+    return (directory / "fleet.pem").read_text()
 
 
 def play(inventory_path: Path, playbook: Path) -> float:
@@ -104,7 +126,7 @@ def time_restart(instance: dict, clear_cache: bool) -> float:
     clear = "sudo sh -c 'rm -rf /var/cache/llmfleet/vllm/*' && " if clear_cache else ""
     started = time.monotonic()
     ssh(instance, f"{clear}sudo systemctl reset-failed llmfleet-vllm; sudo systemctl restart llmfleet-vllm && "
-                  "until curl -sf http://127.0.0.1:8000/health >/dev/null; do sleep 0.5; done")  # fmt: skip
+                  "until curl -sf http://127.0.0.1:8001/health >/dev/null; do sleep 0.5; done")  # fmt: skip
     return time.monotonic() - started
 
 
@@ -156,7 +178,8 @@ def main() -> None:
                         )
                         checks = subprocess.run(
                             [str(BIN / "ansible"), "localhost", "-m", "llmfleet.serve.openai_check", "-a",
-                             f"base_url=http://{instances[0]['address']}:8000/v1 model=llmfleet/tiny api_key=bench-key"],
+                             f"base_url=https://{instances[0]['address']}:8000/v1 model=llmfleet/tiny api_key=bench-key "
+                             f"ca_file={tls_dir(workdir / 'bench-site1.yml')}/ca.pem"],
                             cwd=REPO, text=True, capture_output=True, check=True,
                         ).stdout  # fmt: skip
                         report = json.loads(checks.split("=>", 1)[1])["report"]
