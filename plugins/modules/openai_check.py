@@ -124,19 +124,14 @@ options:
       - Write the report as JSON to this file, atomically, on the machine that runs the module.
         The directory must exist. The file is not written in check mode.
     type: path
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - The checks only read from the endpoint (requests to C(/v1)), so they run in check mode too and
         return the same report. O(report_path) is not written in check mode.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Nothing is changed; C(changed) is always false. The report file is an output, not managed state.
 notes:

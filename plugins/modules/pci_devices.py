@@ -27,18 +27,13 @@ options:
       - Where sysfs is mounted. Change it only to read a recorded copy of another machine's tree.
     type: path
     default: /sys
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - Only reads files, so check mode returns the same result.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Nothing is changed; C(changed) is always false.
 notes:

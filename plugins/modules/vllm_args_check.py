@@ -33,14 +33,11 @@ options:
     type: list
     elements: str
     required: true
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 attributes:
   check_mode:
-    support: full
     details: Read-only; it runs the same in check mode.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 notes:
   - "On refusal the module fails with vLLM's own message, for example C(unrecognized arguments: --no-such-flag),
     and returns the refused arguments in RV(refused)."

@@ -43,14 +43,11 @@ options:
     description: Seconds between polls.
     type: float
     default: 2
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 attributes:
   check_mode:
-    support: full
     details: Read-only; in check mode it returns at once without waiting.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 """
 
 EXAMPLES = r"""

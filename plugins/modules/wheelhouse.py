@@ -132,20 +132,15 @@ options:
     type: str
     choices: [sha256, size]
     default: sha256
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - In check mode the lock is still resolved (C(uv pip compile) into a temporary directory, which
         needs the index), so the prediction is exact, and RV(would_download) says how many wheels a real
         run would fetch. Nothing is downloaded and O(dest) is not touched.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Idempotent as long as the resolution does not change. Without O(lock) or O(exclude_newer), a new
         release of an unpinned dependency on the index changes the lock, and so the key, and the next run
