@@ -60,9 +60,6 @@ options:
         C(libnvidia-ml.so).
     type: bool
     default: false
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
-  - llmfleet.serve.attributes.facts
 attributes:
   check_mode:
     details:
@@ -70,6 +67,9 @@ attributes:
   idempotent:
     details:
       - Nothing is changed; C(changed) is always false.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
+  - llmfleet.serve.attributes.facts
 notes:
   - The C(interconnect) is C(nvlink) when C(topo -m) (or NVML) shows an C(NV#) link between every
     pair of GPUs, C(nvlink-partial) when only some pairs have one, C(pcie) when none has, C(none) with

@@ -132,8 +132,6 @@ options:
         too). Each attempt resumes from the bytes already received.
     type: int
     default: 3
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
 attributes:
   check_mode:
     details:
@@ -143,6 +141,8 @@ attributes:
     details:
       - The second run finds the manifest, compares sizes (or hashes with O(verify=full)) and reports no change.
         A ModelScope branch that the hub does not resolve to a commit changes when the branch moves.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - Hugging Face files bigger than 50 GB are served only through the Xet protocol, which cannot resume from
     a partial file; this module downloads over plain HTTP and so cannot fetch them.

@@ -124,8 +124,6 @@ options:
       - Write the report as JSON to this file, atomically, on the machine that runs the module.
         The directory must exist. The file is not written in check mode.
     type: path
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
 attributes:
   check_mode:
     details:
@@ -134,6 +132,8 @@ attributes:
   idempotent:
     details:
       - Nothing is changed; C(changed) is always false. The report file is an output, not managed state.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - vLLM guards only paths under C(/v1) with its API key; C(/health) and C(/metrics) stay open.
   - The tool call, reasoning and sampling checks are written for vLLM serving MiniMax-M2 with its

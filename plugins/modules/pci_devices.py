@@ -27,8 +27,6 @@ options:
       - Where sysfs is mounted. Change it only to read a recorded copy of another machine's tree.
     type: path
     default: /sys
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
 attributes:
   check_mode:
     details:
@@ -36,6 +34,8 @@ attributes:
   idempotent:
     details:
       - Nothing is changed; C(changed) is always false.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - NVSwitches of HGX B200/B300 baseboards sit behind the baseboard's own bridges and are not PCI
     devices of the host, so C(nvswitch_count) is 0 there.

@@ -33,11 +33,11 @@ options:
     type: list
     elements: str
     required: true
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
 attributes:
   check_mode:
     details: Read-only; it runs the same in check mode.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - "On refusal the module fails with vLLM's own message, for example C(unrecognized arguments: --no-such-flag),
     and returns the refused arguments in RV(refused)."

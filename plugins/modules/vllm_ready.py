@@ -43,11 +43,11 @@ options:
     description: Seconds between polls.
     type: float
     default: 2
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
 attributes:
   check_mode:
     details: Read-only; in check mode it returns at once without waiting.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 """
 
 EXAMPLES = r"""

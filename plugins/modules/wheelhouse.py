@@ -132,8 +132,6 @@ options:
     type: str
     choices: [sha256, size]
     default: sha256
-extends_documentation_fragment:
-  - llmfleet.serve.attributes
 attributes:
   check_mode:
     details:
@@ -145,6 +143,8 @@ attributes:
       - Idempotent as long as the resolution does not change. Without O(lock) or O(exclude_newer), a new
         release of an unpinned dependency on the index changes the lock, and so the key, and the next run
         rebuilds (downloading only what changed).
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - The wheels are picked for the target with pip's C(--platform), C(--python-version), C(--implementation cp)
     and C(--abi) options, so the controller's own Python and platform do not matter.
