@@ -1,4 +1,4 @@
-"""Model snapshots on disk: layout, manifest, plan, free-space preflight, verification, staging and promotion.
+"""Model snapshots on disk: paths, manifest, plan, free-space preflight, verification, staging and promotion.
 
 A snapshot of ``org/name`` at a revision lives in ``<models_root>/<org>/<name>/<revision>/``. It becomes
 visible only when complete and verified:
@@ -110,7 +110,7 @@ class DownloadError(SnapshotError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Names and layout
+# Names and paths
 # ---------------------------------------------------------------------------------------------------------------
 def split_model_id(model: str) -> tuple[str, str]:
     """``org/name`` -> (org, name); both parts must be plain names (letters, digits, ``._-``)."""
@@ -1076,6 +1076,147 @@ def sync_snapshot(
         raise
 
 
+def _wanted_files(
+    request: SnapshotRequest, source: LazySource, resolved: ResolvedRevision, manifest: Manifest | None
+) -> tuple[list[RemoteFile], str]:
+    """The files the snapshot should hold, and where that list came from (the manifest, the hub, a local path)."""
+    allow, ignore = request.allow_patterns, request.ignore_patterns
+    if manifest is not None and manifest.answers(request.model, resolved.revision, allow, ignore):
+        return [record.as_remote() for record in manifest.files], "manifest"
+    listed = source.list_files(request.model, resolved.revision)
+    wanted = check_listing(filter_files(listed, allow, ignore), request.model, resolved.revision)
+    return wanted, "hub" if source.name != "local" else "local"
+
+
+def _check_space(
+    request: SnapshotRequest,
+    resolved: ResolvedRevision,
+    paths: SnapshotPaths,
+    plan: DownloadPlan,
+    free_space: Callable[[Path], tuple[int, str]],
+) -> None:
+    free, where = free_space(paths.staging)
+    space = SpaceCheck(
+        plan.to_download, parse_margin(request.free_space_margin, plan.total_bytes), free, where
+    )
+    if not space.ok:
+        raise SpaceError(
+            space.refusal(request.model, resolved.revision, plan.total_bytes),
+            needed_bytes=space.needed,
+            download_bytes=space.to_download,
+            margin_bytes=space.margin,
+            free_bytes=space.free,
+            path=space.where,
+        )
+
+
+def _fetch_all(
+    request: SnapshotRequest,
+    source: LazySource,
+    revision: str,
+    todo: list[FilePlan],
+    staging: Path,
+    progress: Progress,
+    sleep: Callable[[float], None],
+) -> tuple[dict[str, FileRecord], dict[str, str]]:
+    """Fetch ``todo`` in parallel: the records of the files fetched, and why each of the others failed."""
+    fetched: dict[str, FileRecord] = {}
+    failures: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, request.workers)) as pool:
+        futures = {
+            pool.submit(
+                fetch_one, source, request.model, revision, item, staging, progress, request.retries, sleep
+            ): item
+            for item in todo
+        }
+        for future, item in futures.items():
+            try:
+                fetched[item.remote.path] = future.result()
+            except HubError as exc:
+                failures[item.remote.path] = exc.message
+                if exc.kind in ("auth", "repo_not_found", "revision_not_found"):
+                    for other in futures:
+                        other.cancel()
+            except Exception as exc:  # a bug or an unexpected client failure: report it with the file
+                failures[item.remote.path] = f"{type(exc).__name__}: {exc}"
+    return fetched, failures
+
+
+def _download_error(
+    request: SnapshotRequest,
+    source: LazySource,
+    revision: str,
+    todo: list[FilePlan],
+    failures: dict[str, str],
+    progress: Progress,
+) -> DownloadError:
+    return DownloadError(
+        f"{len(failures)} of {len(todo)} file(s) of {request.model} at revision {revision} could not be "
+        f"fetched from {source.name}"
+        + (f" ({source.endpoint})" if source.endpoint else "")
+        + ": "
+        + "; ".join(f"{path}: {why}" for path, why in sorted(failures.items()))
+        + ". The files fetched so far are kept in the staging area; the next run resumes from there.",
+        failures=failures,
+        bytes_transferred=progress.bytes_transferred,
+    )
+
+
+def _download(
+    request: SnapshotRequest,
+    source: LazySource,
+    resolved: ResolvedRevision,
+    paths: SnapshotPaths,
+    wanted: list[RemoteFile],
+    state: LocalState,
+    plan: DownloadPlan,
+    result: SnapshotResult,
+    sleep: Callable[[float], None],
+) -> None:
+    """Stage what the plan needs (under the lock), then promote the staged files and the new manifest."""
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    with snapshot_lock(paths.lock):
+        progress = Progress(paths.journal, read_journal(paths.journal))
+        staged: dict[str, FileRecord] = {
+            f.remote.path: state.journal_ok[f.remote.path] for f in plan.files if f.action is Action.STAGED
+        }
+        todo = plan.with_action(Action.RESUME, Action.FETCH)
+        for item in plan.with_action(Action.VERIFY):
+            record = verify_staged(item, paths.staging, progress)
+            if record is None:
+                todo.append(replace(item, action=Action.FETCH, offset=0))
+            else:
+                staged[item.remote.path] = record
+        fetched, failures = _fetch_all(
+            request, source, resolved.revision, todo, paths.staging, progress, sleep
+        )
+        staged.update(fetched)
+        result.files_fetched.extend(sorted(fetched))
+        result.bytes_transferred = progress.bytes_transferred
+        if failures:
+            raise _download_error(request, source, resolved.revision, todo, failures, progress)
+
+        records = dict(staged)
+        for item in plan.with_action(Action.KEEP):
+            records[item.remote.path] = state.final_ok[item.remote.path]
+        manifest_out = Manifest(
+            model=request.model,
+            revision=resolved.revision,
+            revision_requested=resolved.requested,
+            revision_is_commit=resolved.is_commit,
+            source=source.name,
+            endpoint=source.endpoint,
+            allow_patterns=tuple(request.allow_patterns),
+            ignore_patterns=tuple(request.ignore_patterns),
+            files=tuple(replace(records[r.path], mtime_ns=None) for r in wanted),
+            created=now_utc(),
+        )
+        promote(paths, manifest_out, plan, set(staged))
+        paths.journal.unlink(missing_ok=True)
+        shutil.rmtree(paths.staging, ignore_errors=True)
+    _remove_empty_parents(paths)
+
+
 def _sync(
     request: SnapshotRequest,
     source: LazySource,
@@ -1093,15 +1234,7 @@ def _sync(
             "move it away (or adopt its files with source=local) and run again"
         )
     manifest = read_manifest(paths.final)
-    allow, ignore = request.allow_patterns, request.ignore_patterns
-    if manifest is not None and manifest.answers(model, resolved.revision, allow, ignore):
-        wanted = [record.as_remote() for record in manifest.files]
-        listing = "manifest"
-    else:
-        listed = source.list_files(model, resolved.revision)
-        wanted = check_listing(filter_files(listed, allow, ignore), model, resolved.revision)
-        listing = "hub" if source.name != "local" else "local"
-
+    wanted, listing = _wanted_files(request, source, resolved, manifest)
     state = observe(paths, wanted, manifest, request.verify_full)
     plan = make_plan(wanted, state, manifest.by_path() if manifest else ())
     result = SnapshotResult(
@@ -1124,94 +1257,7 @@ def _sync(
     )
     if plan.complete:
         return result
-
-    free, where = free_space(paths.staging)
-    space = SpaceCheck(
-        plan.to_download, parse_margin(request.free_space_margin, plan.total_bytes), free, where
-    )
-    if not space.ok:
-        raise SpaceError(
-            space.refusal(model, resolved.revision, plan.total_bytes),
-            needed_bytes=space.needed,
-            download_bytes=space.to_download,
-            margin_bytes=space.margin,
-            free_bytes=space.free,
-            path=space.where,
-        )
-    if request.check_mode:
-        return result
-
-    paths.staging.mkdir(parents=True, exist_ok=True)
-    with snapshot_lock(paths.lock):
-        progress = Progress(paths.journal, read_journal(paths.journal))
-        staged: dict[str, FileRecord] = {
-            f.remote.path: state.journal_ok[f.remote.path] for f in plan.files if f.action is Action.STAGED
-        }
-        todo = plan.with_action(Action.RESUME, Action.FETCH)
-        for item in plan.with_action(Action.VERIFY):
-            record = verify_staged(item, paths.staging, progress)
-            if record is None:
-                todo.append(replace(item, action=Action.FETCH, offset=0))
-            else:
-                staged[item.remote.path] = record
-        failures: dict[str, str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, request.workers)) as pool:
-            futures = {
-                pool.submit(
-                    fetch_one,
-                    source,
-                    model,
-                    resolved.revision,
-                    item,
-                    paths.staging,
-                    progress,
-                    request.retries,
-                    sleep,
-                ): item
-                for item in todo
-            }
-            for future, item in futures.items():
-                try:
-                    staged[item.remote.path] = future.result()
-                    result.files_fetched.append(item.remote.path)
-                except HubError as exc:
-                    failures[item.remote.path] = exc.message
-                    if exc.kind in ("auth", "repo_not_found", "revision_not_found"):
-                        for other in futures:
-                            other.cancel()
-                except Exception as exc:  # a bug or an unexpected client failure: report it with the file
-                    failures[item.remote.path] = f"{type(exc).__name__}: {exc}"
-        result.files_fetched.sort()
-        result.bytes_transferred = progress.bytes_transferred
-        if failures:
-            raise DownloadError(
-                f"{len(failures)} of {len(todo)} file(s) of {model} at revision {resolved.revision} could not be "
-                f"fetched from {source.name}"
-                + (f" ({source.endpoint})" if source.endpoint else "")
-                + ": "
-                + "; ".join(f"{path}: {why}" for path, why in sorted(failures.items()))
-                + ". The files fetched so far are kept in the staging area; the next run resumes from there.",
-                failures=failures,
-                bytes_transferred=progress.bytes_transferred,
-            )
-
-        records = {path: record for path, record in staged.items()}
-        for item in plan.with_action(Action.KEEP):
-            records[item.remote.path] = state.final_ok[item.remote.path]
-        manifest_out = Manifest(
-            model=model,
-            revision=resolved.revision,
-            revision_requested=resolved.requested,
-            revision_is_commit=resolved.is_commit,
-            source=source.name,
-            endpoint=source.endpoint,
-            allow_patterns=tuple(request.allow_patterns),
-            ignore_patterns=tuple(request.ignore_patterns),
-            files=tuple(replace(records[r.path], mtime_ns=None) for r in wanted),
-            created=now_utc(),
-        )
-        promote(paths, manifest_out, plan, set(staged))
-        paths.journal.unlink(missing_ok=True)
-        shutil.rmtree(paths.staging, ignore_errors=True)
-    _remove_empty_parents(paths)
+    _check_space(request, resolved, paths, plan, free_space)
+    if not request.check_mode:
+        _download(request, source, resolved, paths, wanted, state, plan, result, sleep)
     return result

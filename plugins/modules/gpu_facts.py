@@ -62,21 +62,14 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - Only read-only commands run, so check mode returns the same facts.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Nothing is changed; C(changed) is always false.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
+  - llmfleet.serve.attributes.facts
 notes:
   - The C(interconnect) is C(nvlink) when C(topo -m) (or NVML) shows an C(NV#) link between every
     pair of GPUs, C(nvlink-partial) when only some pairs have one, C(pcie) when none has, C(none) with
