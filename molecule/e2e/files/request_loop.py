@@ -23,6 +23,8 @@ def main() -> int:
         parser.add_argument(name, required=True)
     parser.add_argument("--ca")
     parser.add_argument("--seconds", type=float, default=600)
+    # at most 10 requests a second: under the front door's rate limit (200 per 10 s per address)
+    parser.add_argument("--interval", type=float, default=0.1)
     args = parser.parse_args()
     http_client = (
         openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=args.ca)) if args.ca else None
@@ -35,6 +37,7 @@ def main() -> int:
             base_url=args.url, api_key=key, max_retries=0, timeout=60, http_client=http_client
         )
         started = time.time()
+        next_at = time.monotonic() + args.interval
         try:
             client.chat.completions.create(
                 model=args.model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
@@ -42,7 +45,7 @@ def main() -> int:
             outcomes.append({"at": started, "ok": True})
         except openai.APIError as exc:
             outcomes.append({"at": started, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
-            time.sleep(0.2)  # a failing endpoint answers at once: do not flood it
+        time.sleep(max(0.0, next_at - time.monotonic()))
     failed = [o for o in outcomes if not o["ok"]]
     Path(args.out).write_text(
         json.dumps({"requests": len(outcomes), "failed": len(failed), "failures": failed})
