@@ -141,9 +141,9 @@ options:
     default: 30
   probe_routes:
     description:
-      - "The routes the server registers, as C({path: [methods]}) - for vLLM, the C(paths) of its
-        C(/openapi.json) read on the host - which the C(auth) check probes without a key and with a
-        wrong one."
+      - "The routes the server registers, as C({path: [methods]}) or an OpenAPI C(paths) object - for
+        vLLM, the C(paths) of its C(/openapi.json) read on the host - which the C(auth) check probes
+        without a key and with a wrong one."
     type: dict
   public_paths:
     description:
