@@ -25,9 +25,11 @@ from ansible_collections.llmfleet.serve.plugins.filter.vllm_plan import (  # noq
     model_profile,
     vllm_plan,
 )
-from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi import (  # noqa: E402
-    NvidiaSmiError,
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import (  # noqa: E402
     facts_from_texts,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_errors import (  # noqa: E402
+    NvidiaSmiError,
 )
 
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"

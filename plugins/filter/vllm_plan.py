@@ -18,7 +18,8 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.model_profile impor
     profile_from_dict,
     resolve_profile,
 )
-from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import Plan, plan_vllm
+from ansible_collections.llmfleet.serve.plugins.module_utils.plan_result import VllmPlan
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import plan_vllm
 
 #: reason code of a host that has no plan at all in a report
 NO_PLAN = "no_plan"
@@ -142,7 +143,7 @@ def vllm_plan_collect(hosts: list[str], hostvars: Any) -> list[dict[str, Any]]:
         if isinstance(plan, dict) and plan:
             plans.append(dict(plan))
             continue
-        missing = Plan(
+        missing = VllmPlan(
             host=host, model=str(hostvars[host].get("llmfleet_model") or "") if host in hostvars else ""
         )
         missing.refuse(

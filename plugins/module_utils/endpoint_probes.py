@@ -19,17 +19,19 @@ from urllib.parse import urlsplit
 # forbidden caller (403), a path outside the allowlist (404), a method the route has not (405).
 REFUSED = frozenset({401, 403, 404, 405})
 PATH_PARAMETER = re.compile(r"\{[^}]*\}")
+HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 
 
 def probe_targets(routes: Mapping[str, Iterable[str]], public_paths: Iterable[str]) -> list[tuple[str, str]]:
     """(method, path) pairs to probe: each registered route but the public ones, path parameters
-    filled with a placeholder."""
+    filled with a placeholder. ``routes`` may be an OpenAPI ``paths`` object: keys of a path item
+    that are not methods (``parameters``, ``summary``) are skipped."""
     public = set(public_paths)
     targets = []
     for path in sorted(routes):
         if path in public:
             continue
-        for method in sorted({m.upper() for m in routes[path]}):
+        for method in sorted({m.upper() for m in routes[path]} & HTTP_METHODS):
             targets.append((method, PATH_PARAMETER.sub("probe", path)))
     return targets
 

@@ -12,14 +12,25 @@ inventory). This module turns such a dict into a :class:`ModelProfile`:
   (when the parameter-count estimate is not good enough), the layouts the model supports and
   refuses, parsers, sampling, the minimum vLLM version and compute capability, CPU support.
 
-Standard library only: this file may run on target hosts (Python 3.11).
+Standard library and ansible.module_utils only: this file may run on target hosts (Python 3.11).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ansible_collections.llmfleet.serve.plugins.module_utils.data_spec import (
+    DataSpec,
+    check_mapping,
+    exact_bool,
+    exact_number,
+    exact_whole_number,
+    mapping,
+    sequence,
+    text,
+)
 
 GIB = 1024**3
 MIB = 1024**2
@@ -53,63 +64,6 @@ DEFAULT_CPU_KVCACHE_SPACE_GIB = 1
 
 _LAYOUT_PART = re.compile(r"^(tp|dp|pp)(\d+)$")
 
-KNOWN_KEYS = frozenset(
-    {
-        "name",
-        "display_name",
-        "description",
-        "model_id",
-        "served_model_name",
-        "modelscope_id",
-        "huggingface_id",
-        "trust_remote_code",
-        "config",
-        "architecture",
-        "weight_format",
-        "weight_block_size",
-        "dtype",
-        "weights_bytes",
-        "weights_mib",
-        "weights_gib",
-        "weights_gb",
-        "expert_weights_fraction",
-        "num_layers",
-        "num_attention_heads",
-        "num_kv_heads",
-        "head_dim",
-        "hidden_size",
-        "intermediate_size",
-        "moe_intermediate_size",
-        "num_experts",
-        "kv_cache_dtype",
-        "max_model_len",
-        "min_model_len",
-        "layouts",
-        "refused_layouts",
-        "tool_call_parser",
-        "reasoning_parser",
-        "reasoning_parsers",
-        "sampling",
-        "min_vllm_version",
-        "min_compute_capability",
-        "fallback_compute_capability",
-        "compute_capability_note",
-        "overhead_gib_per_gpu",
-        "max_num_seqs",
-        "extra_args",
-        "env",
-        "cpu",
-        "notes",
-        "extends",
-        # written by as_dict(); accepted back so a normalised profile can be planned again
-        "kv_bytes_per_token",
-        "expert_weights_bytes",
-        "expert_weights_gib",
-        "derived_from_config",
-        "source",
-    }
-)
-
 
 class ProfileError(ValueError):
     """A profile is malformed; the message names the profile and the field."""
@@ -121,7 +75,7 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True, order=True)
-class Layout:
+class ParallelLayout:
     """A parallel layout on one host: tensor x data x pipeline parallel, with or without EP."""
 
     tp: int = 1
@@ -147,9 +101,9 @@ class Layout:
         return "-".join(parts)
 
     @classmethod
-    def parse(cls, value: Any) -> Layout:
+    def parse(cls, value: Any) -> ParallelLayout:
         """Read ``tp8-ep``, ``tp4-ep-dp2``, ``dp8-ep``, ``tp2-pp2``, or a dict {tp, dp, pp, ep}."""
-        if isinstance(value, Layout):
+        if isinstance(value, ParallelLayout):
             return value
         if isinstance(value, dict):
             unknown = set(value) - {"tp", "dp", "pp", "ep", "name", "layout"}
@@ -189,24 +143,17 @@ class Layout:
         layout.check()
         return layout
 
+    def __str__(self) -> str:
+        return self.name
+
     def check(self) -> None:
         if min(self.tp, self.dp, self.pp) < 1:
             raise ProfileError(f"layout {self.name}: every size must be at least 1")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "tensor_parallel_size": self.tp,
-            "data_parallel_size": self.dp,
-            "pipeline_parallel_size": self.pp,
-            "enable_expert_parallel": self.ep,
-            "gpus": self.world_size,
-        }
-
 
 @dataclass(frozen=True)
 class RefusedLayout:
-    layout: Layout
+    layout: ParallelLayout
     reason: str
 
 
@@ -241,9 +188,6 @@ class ConfigShape:
     weight_block_size: int | None = None
     weights_bytes: int | None = None
     expert_weights_bytes: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -288,35 +232,8 @@ def derive_from_config(config: dict[str, Any]) -> ConfigShape:
         moe_intermediate = intermediate
     dtype = cfg.get("torch_dtype") or cfg.get("dtype")
     dtype = str(dtype).lower() if dtype else None
-
-    weight_format = dtype
-    block: int | None = None
-    quant = cfg.get("quantization_config")
-    if isinstance(quant, dict):
-        method = str(quant.get("quant_method", "")).lower()
-        fmt = str(quant.get("fmt", "")).lower()
-        if method == "fp8" or "float8" in fmt or "fp8" in fmt:
-            weight_format = "fp8"
-        elif method:
-            weight_format = method
-        block_size = quant.get("weight_block_size")
-        if isinstance(block_size, list | tuple) and block_size:
-            block = int(block_size[-1])
-
-    weights, expert_weights = _estimate_weights(
-        cfg,
-        layers,
-        heads,
-        kv_heads,
-        head_dim,
-        hidden,
-        dtype,
-        weight_format,
-        experts,
-        intermediate,
-        moe_intermediate,
-    )
-    return ConfigShape(
+    weight_format, block = _weight_format(cfg, dtype)
+    shape = ConfigShape(
         num_layers=layers,
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
@@ -329,35 +246,48 @@ def derive_from_config(config: dict[str, Any]) -> ConfigShape:
         dtype=dtype,
         weight_format=weight_format,
         weight_block_size=block,
-        weights_bytes=weights,
-        expert_weights_bytes=expert_weights,
     )
+    weights, expert_weights = _estimate_weights(cfg, shape)
+    return replace(shape, weights_bytes=weights, expert_weights_bytes=expert_weights)
 
 
-def _estimate_weights(
-    cfg: dict[str, Any],
-    layers: int | None,
-    heads: int | None,
-    kv_heads: int | None,
-    head_dim: int | None,
-    hidden: int | None,
-    dtype: str | None,
-    weight_format: str | None,
-    experts: int | None,
-    intermediate: int | None,
-    moe_intermediate: int | None,
-) -> tuple[int | None, int | None]:
+def _weight_format(cfg: dict[str, Any], dtype: str | None) -> tuple[str | None, int | None]:
+    """The weights' format (the dtype, or the quantisation method) and its block size, if any."""
+    quant = cfg.get("quantization_config")
+    if not isinstance(quant, dict):
+        return dtype, None
+    weight_format = dtype
+    method = str(quant.get("quant_method", "")).lower()
+    fmt = str(quant.get("fmt", "")).lower()
+    if method == "fp8" or "float8" in fmt or "fp8" in fmt:
+        weight_format = "fp8"
+    elif method:
+        weight_format = method
+    block_size = quant.get("weight_block_size")
+    if isinstance(block_size, list | tuple) and block_size:
+        return weight_format, int(block_size[-1])
+    return weight_format, None
+
+
+def _estimate_weights(cfg: dict[str, Any], shape: ConfigShape) -> tuple[int | None, int | None]:
     """Estimate the loaded weights of a standard decoder (GQA attention, gated MLP or MoE).
 
     Returns (total bytes, bytes in routed experts). Linear layers use the weight format; embeddings,
     norms and the router stay in the model dtype. ``None`` when the config lacks a needed number.
     """
+    layers, heads, kv_heads = shape.num_layers, shape.num_attention_heads, shape.num_kv_heads
+    head_dim, hidden, dtype = shape.head_dim, shape.hidden_size, shape.dtype
+    experts, intermediate, moe_intermediate = (
+        shape.num_experts,
+        shape.intermediate_size,
+        shape.moe_intermediate_size,
+    )
     vocab = _int_or_none(cfg, "vocab_size")
     if not all((layers, heads, kv_heads, head_dim, hidden, vocab, dtype)) or dtype not in DTYPE_BYTES:
         return None, None
     assert layers and heads and kv_heads and head_dim and hidden and vocab and dtype  # for type checkers
     dense_bytes = DTYPE_BYTES[dtype]
-    linear_bytes = DTYPE_BYTES.get(weight_format or dtype, dense_bytes)
+    linear_bytes = DTYPE_BYTES.get(shape.weight_format or dtype, dense_bytes)
     attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
     embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
     norms = layers * 2 * hidden + hidden
@@ -414,7 +344,7 @@ class ModelProfile:
     kv_cache_dtype: str
     max_model_len: int
     min_model_len: int
-    layouts: tuple[Layout, ...]
+    layouts: tuple[ParallelLayout, ...]
     refused_layouts: tuple[RefusedLayout, ...]
     tool_call_parser: str | None
     reasoning_parser: str | None
@@ -453,7 +383,7 @@ class ModelProfile:
         """2 (K and V) x layers x KV heads x head size x bytes per element, for the whole model."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.kv_element_bytes
 
-    def refused_reason(self, layout: Layout) -> str | None:
+    def refused_reason(self, layout: ParallelLayout) -> str | None:
         for refused in self.refused_layouts:
             if refused.layout == layout:
                 return refused.reason
@@ -525,48 +455,6 @@ def kv_element_bytes(kv_cache_dtype: str, model_dtype: str) -> int:
     return DTYPE_BYTES[key]
 
 
-def _req_str(data: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
-    value = data.get(key, default)
-    if not isinstance(value, str) or not value.strip():
-        raise ProfileError(f"{where}: '{key}' must be a non-empty string")
-    return value.strip()
-
-
-def _opt_str(data: dict[str, Any], key: str, where: str) -> str | None:
-    value = data.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ProfileError(f"{where}: '{key}' must be a string, got {value!r}")
-    return value.strip()
-
-
-def _pos_int(value: Any, key: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or int(value) != value:
-        raise ProfileError(f"{where}: '{key}' must be a positive whole number, got {value!r}")
-    return int(value)
-
-
-def _pos_num(value: Any, key: str, where: str, allow_zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        raise ProfileError(f"{where}: '{key}' must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _capability(value: Any, key: str, where: str) -> str | None:
-    if value is None or value == "":
-        return None
-    text = str(value).strip()
-    if not re.fullmatch(r"\d+\.\d+", text):
-        raise ProfileError(f"{where}: '{key}' must look like \"8.9\" (quote it in YAML), got {value!r}")
-    return text
-
-
 def parse_capability(text: str | None) -> tuple[int, int] | None:
     """'8.9' -> (8, 9); None or unreadable -> None."""
     if text is None:
@@ -585,71 +473,127 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(p) for p in match.group(1).split("."))
 
 
-def _weights_from_profile(data: dict[str, Any], where: str) -> int | None:
-    given = [
-        k for k in ("weights_bytes", "weights_mib", "weights_gib", "weights_gb") if data.get(k) is not None
-    ]
-    if len(given) > 1:
-        # as_dict() writes weights_bytes and weights_gib together; they agree, so bytes win
-        if set(given) == {"weights_bytes", "weights_gib"}:
-            given = ["weights_bytes"]
-        else:
-            raise ProfileError(f"{where}: give the weights' size once, not as {', '.join(given)}")
-    if not given:
-        return None
-    key = given[0]
-    value = _pos_num(data[key], key, where)
-    scale = {"weights_bytes": 1, "weights_mib": MIB, "weights_gib": GIB, "weights_gb": GB}[key]
-    return int(value * scale)
+# ---- the spec of a profile (docs/planning.md explains each field) ------------------------------
 
 
-def _layouts(items: Any, where: str) -> tuple[Layout, ...]:
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        raise ProfileError(f"{where}: 'layouts' must be a list such as [tp4, tp8-ep]")
-    layouts = []
-    for item in items:
-        layout = Layout.parse(item)
-        if layout in layouts:
-            raise ProfileError(f"{where}: layout {layout.name} is listed twice")
-        layouts.append(layout)
-    return tuple(layouts)
+def _parse_layouts(items: list[Any]) -> tuple[ParallelLayout, ...]:
+    return tuple(ParallelLayout.parse(item) for item in items)
 
 
-def _refused(items: Any, where: str) -> tuple[RefusedLayout, ...]:
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        raise ProfileError(f"{where}: 'refused_layouts' must be a list of {{layout, reason}}")
-    refused = []
-    for item in items:
-        if not isinstance(item, dict) or "layout" not in item or not str(item.get("reason", "")).strip():
-            raise ProfileError(
-                f"{where}: each refused layout needs 'layout' and a 'reason' a person can act on"
-            )
-        refused.append(RefusedLayout(Layout.parse(item["layout"]), str(item["reason"]).strip()))
-    return tuple(refused)
+def _parse_refused(items: list[dict[str, Any]]) -> tuple[RefusedLayout, ...]:
+    return tuple(RefusedLayout(item["layout"], item["reason"].strip()) for item in items)
 
 
-def _cpu(data: Any, where: str) -> CpuSupport:
-    if data is None:
-        return CpuSupport(servable=False, reason="the profile does not say the model can be served on CPU")
-    if not isinstance(data, dict):
-        raise ProfileError(f"{where}: 'cpu' must be a mapping with 'servable' (and 'reason' when false)")
-    servable = data.get("servable")
-    if not isinstance(servable, bool):
-        raise ProfileError(f"{where}: cpu.servable must be true or false")
-    reason = str(data.get("reason") or "").strip()
-    if not servable and not reason:
-        raise ProfileError(f"{where}: cpu.reason must say why the model cannot be served on CPU")
-    space = _pos_int(
-        data.get("kvcache_space_gib", DEFAULT_CPU_KVCACHE_SPACE_GIB), "cpu.kvcache_space_gib", where
-    )
-    extra = data.get("extra_args") or []
-    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
-        raise ProfileError(f"{where}: cpu.extra_args must be a list of strings")
-    return CpuSupport(servable=servable, reason=reason, kvcache_space_gib=space, extra_args=tuple(extra))
+_ANY: dict[str, Any] = {"type": "raw"}
+_POSITIVE = {"type": exact_whole_number, "above": 0}
+_SIZE = {"type": exact_number, "above": 0}
+_STRING = {"type": text, "parse": str.strip}
+_NAME = {"type": text, "nonempty": True, "must": "be a non-empty string", "parse": str.strip}
+_STRINGS = {"type": sequence, "elements": text, "must": "be a list of strings", "parse": tuple}
+_CAPABILITY = {
+    "type": "str",
+    "pattern": r"\d+\.\d+",
+    "must": 'look like "8.9" (quote it in YAML)',
+    "parse": str.strip,
+}
+
+CPU_SPEC = DataSpec(
+    {
+        "servable": {"type": exact_bool, "required": True},
+        "reason": _ANY,
+        "kvcache_space_gib": _POSITIVE,
+        "extra_args": _STRINGS,
+    }
+)
+
+REFUSED_LAYOUT_SPEC = DataSpec(
+    {
+        "layout": {"type": "raw", "required": True, "parse": ParallelLayout.parse},
+        "reason": {
+            "type": "str",
+            "required": True,
+            "nonempty": True,
+            "must": "say why, so that a person can act on it",
+        },
+    }
+)
+
+PROFILE_SPEC = DataSpec(
+    {
+        "name": _ANY,
+        "display_name": _ANY,
+        "description": _ANY,
+        "model_id": _NAME,
+        "served_model_name": _NAME,
+        "modelscope_id": _STRING,
+        "huggingface_id": _STRING,
+        "trust_remote_code": _ANY,
+        "config": {"type": mapping, "must": "be a mapping (the model's config.json)"},
+        "architecture": _ANY,
+        "weight_format": _ANY,
+        "weight_block_size": _POSITIVE,
+        "dtype": _ANY,
+        "weights_bytes": _SIZE,
+        "weights_mib": _SIZE,
+        "weights_gib": _SIZE,
+        "weights_gb": _SIZE,
+        "expert_weights_fraction": {
+            "type": exact_number,
+            "above": 0,
+            "below": 1,
+            "must": "be a number above 0 and below 1 (the share of the weights in routed experts)",
+        },
+        "num_layers": _POSITIVE,
+        "num_attention_heads": _POSITIVE,
+        "num_kv_heads": _POSITIVE,
+        "head_dim": _POSITIVE,
+        "hidden_size": _POSITIVE,
+        "intermediate_size": _POSITIVE,
+        "moe_intermediate_size": _POSITIVE,
+        "num_experts": _POSITIVE,
+        "kv_cache_dtype": _ANY,
+        "max_model_len": _POSITIVE,
+        "min_model_len": _POSITIVE,
+        "layouts": {
+            "type": sequence,
+            "must": "be a list such as [tp4, tp8-ep]",
+            "parse": _parse_layouts,
+            "unique": True,
+        },
+        "refused_layouts": {
+            "type": sequence,
+            "elements": mapping,
+            "must": "be a list of {layout, reason}",
+            "options": REFUSED_LAYOUT_SPEC,
+            "parse": _parse_refused,
+        },
+        "tool_call_parser": _STRING,
+        "reasoning_parser": _STRING,
+        "reasoning_parsers": {"type": sequence, "elements": text, "must": "be a list of parser names"},
+        "sampling": {"type": mapping, "must": "be a mapping such as {temperature: 1.0, top_p: 0.95}"},
+        "min_vllm_version": _STRING,
+        "min_compute_capability": _CAPABILITY,
+        "fallback_compute_capability": _CAPABILITY,
+        "compute_capability_note": _ANY,
+        "overhead_gib_per_gpu": {"type": exact_number, "min": 0},
+        "max_num_seqs": _POSITIVE,
+        "extra_args": _STRINGS,
+        "env": {"type": mapping, "must": "be a mapping of variable names to values"},
+        "cpu": {
+            "type": mapping,
+            "must": "be a mapping with servable (and reason when false)",
+            "options": CPU_SPEC,
+        },
+        "notes": _ANY,
+        "extends": _ANY,
+        # written by as_dict(); accepted back so a normalised profile can be planned again
+        "kv_bytes_per_token": _ANY,
+        "expert_weights_bytes": {"type": exact_whole_number, "min": 0},
+        "expert_weights_gib": _ANY,
+        "derived_from_config": {"type": sequence, "elements": "str"},
+        "source": _ANY,
+    }
+)
 
 
 def profile_from_dict(data: dict[str, Any], name: str | None = None, source: str = "") -> ModelProfile:
@@ -663,53 +607,89 @@ def profile_from_dict(data: dict[str, Any], name: str | None = None, source: str
     where = f"model profile {name or '?'}" + (f" ({source})" if source else "")
     if not name:
         raise ProfileError(f"{where}: 'name' is missing")
-    unknown = sorted(set(data) - KNOWN_KEYS)
-    if unknown:
-        raise ProfileError(f"{where}: unknown fields {unknown}; see docs/planning.md for the profile format")
-
-    config = data.get("config") or {}
+    values = check_mapping(
+        data, PROFILE_SPEC, where, ProfileError, unknown_help="see docs/planning.md for the profile format"
+    )
+    config = values.get("config") or {}
     shape = derive_from_config(config) if config else ConfigShape()
     derived: list[str] = []
+    model = _model_shape(values, shape, derived, where)
+    model.update(_weights(values, shape, model["architecture"], derived, where))
+    model.update(_layouts(values, model["architecture"], where))
+    model.update(_serving(values, model, where))
+    model_id = values.get("model_id", name)
+    return ModelProfile(
+        name=name,
+        display_name=str(values.get("display_name") or name),
+        model_id=model_id,
+        served_model_name=values.get("served_model_name", model_id),
+        modelscope_id=values.get("modelscope_id"),
+        huggingface_id=values.get("huggingface_id"),
+        trust_remote_code=bool(values.get("trust_remote_code", False)),
+        compute_capability_note=str(values.get("compute_capability_note") or "").strip(),
+        overhead_gib_per_gpu=values.get("overhead_gib_per_gpu", DEFAULT_OVERHEAD_GIB_PER_GPU),
+        cpu=_cpu_support(values.get("cpu"), where),
+        config=dict(config),
+        derived_from_config=tuple(dict.fromkeys([*values.get("derived_from_config", []), *derived])),
+        notes=str(values.get("notes") or "").strip(),
+        source=source or str(values.get("source") or ""),
+        **model,
+    )
 
-    def pick(key: str, from_config: Any) -> Any:
-        if data.get(key) is not None:
-            return data[key]
+
+def _model_shape(
+    values: dict[str, Any], shape: ConfigShape, derived: list[str], where: str
+) -> dict[str, Any]:
+    """The model's numbers: as the profile states them, else as config.json gives them."""
+
+    def pick(key: str) -> Any:
+        if values.get(key) is not None:
+            return values[key]
+        from_config = getattr(shape, key)
         if from_config is not None:
             derived.append(key)
         return from_config
 
-    def need_int(key: str, from_config: Any) -> int:
-        value = pick(key, from_config)
+    def need(key: str) -> Any:
+        value = pick(key)
         if value is None:
             raise ProfileError(
                 f"{where}: '{key}' is missing and cannot be derived from 'config' (config.json)"
             )
-        return _pos_int(value, key, where)
+        return value
 
-    num_layers = need_int("num_layers", shape.num_layers)
-    num_heads = need_int("num_attention_heads", shape.num_attention_heads)
-    num_kv_heads = need_int("num_kv_heads", shape.num_kv_heads)
-    head_dim = need_int("head_dim", shape.head_dim)
-    max_model_len = need_int("max_model_len", shape.max_model_len)
-    dtype = str(pick("dtype", shape.dtype) or "bfloat16").lower()
+    fields = {key: need(key) for key in ("num_layers", "num_attention_heads", "num_kv_heads", "head_dim")}
+    fields["max_model_len"] = need("max_model_len")
+    dtype = str(pick("dtype") or "bfloat16").lower()
     if dtype not in DTYPE_BYTES:
         raise ProfileError(f"{where}: unknown dtype {dtype!r}; use bfloat16, float16 or float32")
-    weight_format = str(pick("weight_format", shape.weight_format) or dtype).lower()
-    block = pick("weight_block_size", shape.weight_block_size)
-    block = _pos_int(block, "weight_block_size", where) if block is not None else None
-    hidden = pick("hidden_size", shape.hidden_size)
-    intermediate = pick("intermediate_size", shape.intermediate_size)
-    moe_intermediate = pick("moe_intermediate_size", shape.moe_intermediate_size)
-    num_experts = pick("num_experts", shape.num_experts)
-    architecture = str(data.get("architecture") or ("moe" if num_experts else "dense")).lower()
+    fields["dtype"] = dtype
+    fields["weight_format"] = str(pick("weight_format") or dtype).lower()
+    for key in (
+        "weight_block_size",
+        "hidden_size",
+        "intermediate_size",
+        "moe_intermediate_size",
+        "num_experts",
+    ):
+        fields[key] = pick(key)
+    architecture = str(values.get("architecture") or ("moe" if fields["num_experts"] else "dense")).lower()
     if architecture not in ("dense", "moe"):
         raise ProfileError(f"{where}: architecture must be 'dense' or 'moe', got {architecture!r}")
-    if num_heads % num_kv_heads:
+    fields["architecture"] = architecture
+    heads, kv_heads = fields["num_attention_heads"], fields["num_kv_heads"]
+    if heads % kv_heads:
         raise ProfileError(
-            f"{where}: num_attention_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
+            f"{where}: num_attention_heads ({heads}) must be a multiple of num_kv_heads ({kv_heads})"
         )
+    return fields
 
-    weights = _weights_from_profile(data, where)
+
+def _weights(
+    values: dict[str, Any], shape: ConfigShape, architecture: str, derived: list[str], where: str
+) -> dict[str, int]:
+    """The weights' size (stated, else estimated from config.json) and the share in routed experts."""
+    weights = _stated_weights(values, where)
     if weights is None:
         weights = shape.weights_bytes
         if weights is None:
@@ -718,126 +698,102 @@ def profile_from_dict(data: dict[str, Any], name: str | None = None, source: str
                 "the weights' size cannot be estimated from this config"
             )
         derived.append("weights_bytes")
-    expert_weights = 0
-    if architecture == "moe":
-        fraction = data.get("expert_weights_fraction")
-        if fraction is not None:
-            fraction = _pos_num(fraction, "expert_weights_fraction", where)
-            if fraction >= 1:
-                raise ProfileError(f"{where}: expert_weights_fraction must be below 1, got {fraction}")
-            expert_weights = int(weights * fraction)
-        elif data.get("expert_weights_bytes") is not None:
-            expert_weights = _pos_int(data["expert_weights_bytes"], "expert_weights_bytes", where)
-        elif shape.weights_bytes and shape.expert_weights_bytes:
-            # the config gives the share of routed experts; scale it to the stated size
-            expert_weights = int(weights * shape.expert_weights_bytes / shape.weights_bytes)
-            derived.append("expert_weights_bytes")
-        else:
-            raise ProfileError(
-                f"{where}: a MoE profile needs expert_weights_fraction (the share of the weights in routed "
-                "experts) when config.json does not give the expert shapes"
-            )
-        if expert_weights >= weights:
-            raise ProfileError(f"{where}: expert weights cannot be the whole model")
-
-    kv_cache_dtype = str(data.get("kv_cache_dtype") or "auto").lower()
-    try:
-        kv_element_bytes(kv_cache_dtype, dtype)
-    except ProfileError as exc:
-        raise ProfileError(f"{where}: {exc}") from exc
-    min_model_len = _pos_int(
-        data.get("min_model_len", min(DEFAULT_MIN_MODEL_LEN, max_model_len)), "min_model_len", where
-    )
-    if min_model_len > max_model_len:
+    if architecture != "moe":
+        return {"weights_bytes": weights, "expert_weights_bytes": 0}
+    if values.get("expert_weights_fraction") is not None:
+        expert_weights = int(weights * values["expert_weights_fraction"])
+    elif values.get("expert_weights_bytes") is not None:
+        expert_weights = values["expert_weights_bytes"]
+    elif shape.weights_bytes and shape.expert_weights_bytes:
+        # the config gives the share of routed experts; scale it to the stated size
+        expert_weights = int(weights * shape.expert_weights_bytes / shape.weights_bytes)
+        derived.append("expert_weights_bytes")
+    else:
         raise ProfileError(
-            f"{where}: min_model_len ({min_model_len}) exceeds max_model_len ({max_model_len})"
+            f"{where}: a MoE profile needs expert_weights_fraction (the share of the weights in routed "
+            "experts) when config.json does not give the expert shapes"
         )
+    if expert_weights >= weights:
+        raise ProfileError(f"{where}: expert weights cannot be the whole model")
+    return {"weights_bytes": weights, "expert_weights_bytes": expert_weights}
 
-    layouts = _layouts(data.get("layouts"), where)
-    refused = _refused(data.get("refused_layouts"), where)
+
+def _stated_weights(values: dict[str, Any], where: str) -> int | None:
+    given = [k for k in ("weights_bytes", "weights_mib", "weights_gib", "weights_gb") if k in values]
+    if len(given) > 1:
+        # as_dict() writes weights_bytes and weights_gib together; they agree, so bytes win
+        if set(given) == {"weights_bytes", "weights_gib"}:
+            given = ["weights_bytes"]
+        else:
+            raise ProfileError(f"{where}: give the weights' size once, not as {', '.join(given)}")
+    if not given:
+        return None
+    key = given[0]
+    scale = {"weights_bytes": 1, "weights_mib": MIB, "weights_gib": GIB, "weights_gb": GB}[key]
+    return int(values[key] * scale)
+
+
+def _layouts(values: dict[str, Any], architecture: str, where: str) -> dict[str, Any]:
+    layouts = values.get("layouts", ())
+    refused = values.get("refused_layouts", ())
     clash = {r.layout for r in refused} & set(layouts)
     if clash:
         raise ProfileError(f"{where}: layouts {sorted(x.name for x in clash)} are both supported and refused")
     if architecture == "dense" and any(layout.ep for layout in layouts):
         raise ProfileError(f"{where}: expert parallel layouts need a MoE model")
+    return {"layouts": layouts, "refused_layouts": refused}
 
-    reasoning = _opt_str(data, "reasoning_parser", where)
-    choices = data.get("reasoning_parsers") or ([reasoning] if reasoning else [])
-    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-        raise ProfileError(f"{where}: reasoning_parsers must be a list of parser names")
+
+def _serving(values: dict[str, Any], model: dict[str, Any], where: str) -> dict[str, Any]:
+    """How vLLM serves the model: KV cache, context, parsers, minimum versions, arguments."""
+    kv_cache_dtype = str(values.get("kv_cache_dtype") or "auto").lower()
+    try:
+        kv_element_bytes(kv_cache_dtype, model["dtype"])
+    except ProfileError as exc:
+        raise ProfileError(f"{where}: {exc}") from exc
+    max_model_len = model["max_model_len"]
+    min_model_len = values.get("min_model_len", min(DEFAULT_MIN_MODEL_LEN, max_model_len))
+    if min_model_len > max_model_len:
+        raise ProfileError(
+            f"{where}: min_model_len ({min_model_len}) exceeds max_model_len ({max_model_len})"
+        )
+    reasoning = values.get("reasoning_parser")
+    choices = values.get("reasoning_parsers") or ([reasoning] if reasoning else [])
     if reasoning and reasoning not in choices:
         raise ProfileError(f"{where}: reasoning_parser {reasoning!r} is not in reasoning_parsers {choices}")
-
-    sampling = data.get("sampling") or {}
-    if not isinstance(sampling, dict):
-        raise ProfileError(f"{where}: sampling must be a mapping such as {{temperature: 1.0, top_p: 0.95}}")
-    extra_args = data.get("extra_args") or []
-    if not isinstance(extra_args, list) or not all(isinstance(a, str) for a in extra_args):
-        raise ProfileError(f"{where}: extra_args must be a list of strings")
-    env = data.get("env") or {}
-    if not isinstance(env, dict):
-        raise ProfileError(f"{where}: env must be a mapping of variable names to values")
-    max_num_seqs = data.get("max_num_seqs")
-    max_num_seqs = _pos_int(max_num_seqs, "max_num_seqs", where) if max_num_seqs is not None else None
-
-    min_cc = _capability(data.get("min_compute_capability"), "min_compute_capability", where)
-    fallback_cc = _capability(data.get("fallback_compute_capability"), "fallback_compute_capability", where)
+    min_cc, fallback_cc = values.get("min_compute_capability"), values.get("fallback_compute_capability")
     if min_cc and fallback_cc and parse_capability(fallback_cc) >= parse_capability(min_cc):  # type: ignore[operator]
         raise ProfileError(f"{where}: fallback_compute_capability must be below min_compute_capability")
-    min_vllm = _opt_str(data, "min_vllm_version", where)
+    min_vllm = values.get("min_vllm_version")
     if min_vllm and parse_version(min_vllm) is None:
         raise ProfileError(f"{where}: min_vllm_version {min_vllm!r} is not a version number")
+    return {
+        "kv_cache_dtype": kv_cache_dtype,
+        "min_model_len": min_model_len,
+        "tool_call_parser": values.get("tool_call_parser"),
+        "reasoning_parser": reasoning,
+        "reasoning_parsers": tuple(choices),
+        "sampling": dict(values.get("sampling", {})),
+        "min_vllm_version": min_vllm,
+        "min_compute_capability": min_cc,
+        "fallback_compute_capability": fallback_cc,
+        "max_num_seqs": values.get("max_num_seqs"),
+        "extra_args": values.get("extra_args", ()),
+        "env": {str(k): str(v) for k, v in values.get("env", {}).items()},
+    }
 
-    model_id = _req_str(data, "model_id", where, default=name)
-    return ModelProfile(
-        name=name,
-        display_name=str(data.get("display_name") or name),
-        model_id=model_id,
-        served_model_name=_req_str(data, "served_model_name", where, default=model_id),
-        modelscope_id=_opt_str(data, "modelscope_id", where),
-        huggingface_id=_opt_str(data, "huggingface_id", where),
-        trust_remote_code=bool(data.get("trust_remote_code", False)),
-        architecture=architecture,
-        weight_format=weight_format,
-        weight_block_size=block,
-        dtype=dtype,
-        weights_bytes=weights,
-        expert_weights_bytes=expert_weights,
-        num_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        head_dim=head_dim,
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        moe_intermediate_size=moe_intermediate,
-        num_experts=num_experts,
-        kv_cache_dtype=kv_cache_dtype,
-        max_model_len=max_model_len,
-        min_model_len=min_model_len,
-        layouts=layouts,
-        refused_layouts=refused,
-        tool_call_parser=_opt_str(data, "tool_call_parser", where),
-        reasoning_parser=reasoning,
-        reasoning_parsers=tuple(choices),
-        sampling=dict(sampling),
-        min_vllm_version=min_vllm,
-        min_compute_capability=min_cc,
-        fallback_compute_capability=fallback_cc,
-        compute_capability_note=str(data.get("compute_capability_note") or "").strip(),
-        overhead_gib_per_gpu=_pos_num(
-            data.get("overhead_gib_per_gpu", DEFAULT_OVERHEAD_GIB_PER_GPU),
-            "overhead_gib_per_gpu",
-            where,
-            True,
-        ),
-        max_num_seqs=max_num_seqs,
-        extra_args=tuple(extra_args),
-        env={str(k): str(v) for k, v in env.items()},
-        cpu=_cpu(data.get("cpu"), where),
-        config=dict(config),
-        derived_from_config=tuple(dict.fromkeys([*(data.get("derived_from_config") or []), *derived])),
-        notes=str(data.get("notes") or "").strip(),
-        source=source or str(data.get("source") or ""),
+
+def _cpu_support(cpu: dict[str, Any] | None, where: str) -> CpuSupport:
+    if cpu is None:
+        return CpuSupport(servable=False, reason="the profile does not say the model can be served on CPU")
+    reason = str(cpu.get("reason") or "").strip()
+    if not cpu["servable"] and not reason:
+        raise ProfileError(f"{where}: cpu.reason must say why the model cannot be served on CPU")
+    return CpuSupport(
+        servable=cpu["servable"],
+        reason=reason,
+        kvcache_space_gib=cpu.get("kvcache_space_gib", DEFAULT_CPU_KVCACHE_SPACE_GIB),
+        extra_args=cpu.get("extra_args", ()),
     )
 
 
@@ -956,8 +912,8 @@ __all__ = [
     "MIB",
     "ConfigShape",
     "CpuSupport",
-    "Layout",
     "ModelProfile",
+    "ParallelLayout",
     "ProfileError",
     "RefusedLayout",
     "ceil_div",

@@ -31,12 +31,12 @@ docs/nvidia_driver.md):
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ansible_collections.llmfleet.serve.plugins.module_utils.openpgp import OpenPGPError, openpgp_fingerprints
 
 CUDA_REPO_BASE = "https://developer.download.nvidia.com/compute/cuda/repos"
 APT_KEY = ("3bf863cc.pub", "EB693B3035CD5710E231E123A4B469963BF863CC")
@@ -90,7 +90,7 @@ class DriverChoiceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Target:
+class HostPlatform:
     distribution: str
     version: str
     architecture: str
@@ -125,7 +125,7 @@ class Target:
         return CUDA_ARCH[self.architecture]
 
 
-def make_target(distribution: str, version: str, architecture: str, kernel: str) -> Target:
+def host_platform(distribution: str, version: str, architecture: str, kernel: str) -> HostPlatform:
     """The host, validated: a supported OS release and an architecture NVIDIA builds drivers for."""
     version = str(version)
     releases = SUPPORTED_OS.get(distribution)
@@ -144,7 +144,9 @@ def make_target(distribution: str, version: str, architecture: str, kernel: str)
         raise DriverChoiceError(
             f"architecture {architecture} has no NVIDIA datacenter driver packages; supported: x86_64, aarch64"
         )
-    return Target(distribution=distribution, version=wanted, architecture=architecture, kernel=str(kernel))
+    return HostPlatform(
+        distribution=distribution, version=wanted, architecture=architecture, kernel=str(kernel)
+    )
 
 
 def parse_branch(branch: Any) -> int:
@@ -183,10 +185,6 @@ def gpu_generation(device_id: Any = None, compute_capability: Any = None) -> str
     if number < TURING_MIN_DEVICE:
         return "pre-turing"
     return "blackwell" if number >= BLACKWELL_MIN_DEVICE else "turing-to-hopper"
-
-
-def is_turing_or_newer(device_id: Any = None, compute_capability: Any = None) -> bool:
-    return gpu_generation(device_id, compute_capability) != "pre-turing"
 
 
 def choose_kernel_module(requested: str, gpus: Sequence[Mapping[str, Any]], branch: int) -> tuple[str, str]:
@@ -250,7 +248,7 @@ class Package:
     versioned: bool = True
 
 
-def driver_packages(target: Target, branch: int, source: str, flavour: str) -> list[Package]:
+def driver_packages(target: HostPlatform, branch: int, source: str, flavour: str) -> list[Package]:
     """The driver packages (kernel module, user space, nvidia-smi, persistence daemon) for one host."""
     open_modules = flavour == "open"
     if target.family == "debian":
@@ -282,7 +280,7 @@ def driver_packages(target: Target, branch: int, source: str, flavour: str) -> l
     return []  # RHEL: a DNF module stream, see dnf_module()
 
 
-def fabricmanager_packages(target: Target, branch: int, source: str) -> list[Package]:
+def fabricmanager_packages(target: HostPlatform, branch: int, source: str) -> list[Package]:
     """The Fabric Manager package of the same branch."""
     if target.family == "debian" and source == "distribution":
         raise DriverChoiceError(
@@ -298,13 +296,13 @@ def fabricmanager_packages(target: Target, branch: int, source: str) -> list[Pac
     return [Package(f"nvidia-fabricmanager-{branch}" if suffixed else "nvidia-fabricmanager")]
 
 
-def dnf_module(target: Target, branch: int, flavour: str) -> str:
+def dnf_module(target: HostPlatform, branch: int, flavour: str) -> str:
     if target.family != "rhel":
         return ""
     return f"nvidia-driver:{branch}-{'open' if flavour == 'open' else 'dkms'}"
 
 
-def header_packages(target: Target) -> list[str]:
+def header_packages(target: HostPlatform) -> list[str]:
     if target.family == "rhel":
         return [f"kernel-devel-{target.kernel}", "kernel-headers"]
     return [f"linux-headers-{target.kernel}"]
@@ -326,7 +324,7 @@ def normalize_fingerprint(value: str) -> str:
 
 
 def repository(
-    target: Target, source: str, url: str = "", key_url: str = "", key_fingerprint: str = ""
+    target: HostPlatform, source: str, url: str = "", key_url: str = "", key_fingerprint: str = ""
 ) -> Repository | None:
     """NVIDIA's CUDA repository for the host, or the mirror the operator names; None for distribution."""
     if source != "cuda":
@@ -399,7 +397,7 @@ def apt_preferences(branch: int, glob: str, fabricmanager: Sequence[str]) -> str
 
 
 @dataclass
-class Plan:
+class DriverPlan:
     needed: bool
     errors: list[str] = field(default_factory=list)
     summary: str = ""
@@ -453,10 +451,10 @@ def plan(settings: Mapping[str, Any]) -> dict[str, Any]:
     gpus = list(pci.get("nvidia_gpus") or [])
     nvswitches = len(pci.get("nvswitches") or [])
     if not gpus:
-        return Plan(
+        return DriverPlan(
             needed=False, summary="no NVIDIA GPU on the PCI bus (vendor 0x10de, display class)"
         ).as_dict()
-    result = Plan(needed=True)
+    result = DriverPlan(needed=True)
     try:
         _fill(result, settings, gpus, nvswitches)
     except DriverChoiceError as exc:
@@ -464,8 +462,10 @@ def plan(settings: Mapping[str, Any]) -> dict[str, Any]:
     return result.as_dict()
 
 
-def _fill(result: Plan, settings: Mapping[str, Any], gpus: list[Mapping[str, Any]], nvswitches: int) -> None:
-    target = make_target(
+def _fill(
+    result: DriverPlan, settings: Mapping[str, Any], gpus: list[Mapping[str, Any]], nvswitches: int
+) -> None:
+    target = host_platform(
         str(settings.get("distribution", "")),
         str(settings.get("version", "")),
         str(settings.get("architecture", "")),
@@ -612,86 +612,8 @@ def check_reported_version(version: Any, branch: Any, what: str = "nvidia-smi") 
 
 
 # ---------------------------------------------------------------------------------------------
-# OpenPGP keys: the fingerprint of a downloaded repository key, with the standard library only
+# Repository keys
 # ---------------------------------------------------------------------------------------------
-
-
-def dearmor(text: str) -> bytes:
-    """The binary packets of an ASCII-armored OpenPGP block (RFC 4880, section 6.2)."""
-    lines = [line.strip() for line in str(text or "").splitlines()]
-    try:
-        start = next(i for i, line in enumerate(lines) if line.startswith("-----BEGIN PGP PUBLIC KEY BLOCK"))
-    except StopIteration:
-        raise DriverChoiceError(
-            "not an ASCII-armored OpenPGP public key (no BEGIN PGP PUBLIC KEY BLOCK)"
-        ) from None
-    body: list[str] = []
-    in_headers = True
-    for line in lines[start + 1 :]:
-        if line.startswith("-----END PGP"):
-            break
-        if in_headers:
-            if line == "":
-                in_headers = False
-            elif ":" not in line:
-                in_headers = False
-                body.append(line)
-            continue
-        if line.startswith("="):
-            break  # the CRC-24 checksum line
-        body.append(line)
-    try:
-        return base64.b64decode("".join(body), validate=True)
-    except ValueError:
-        raise DriverChoiceError("the OpenPGP key block is not valid base64") from None
-
-
-def _packets(data: bytes) -> Iterable[tuple[int, bytes]]:
-    pos = 0
-    while pos < len(data):
-        head = data[pos]
-        if not head & 0x80:
-            raise DriverChoiceError(f"bad OpenPGP packet header at byte {pos}")
-        if head & 0x40:  # new format
-            tag = head & 0x3F
-            first = data[pos + 1]
-            if first < 192:
-                length, pos = first, pos + 2
-            elif first < 224:
-                length, pos = ((first - 192) << 8) + data[pos + 2] + 192, pos + 3
-            elif first == 255:
-                length, pos = int.from_bytes(data[pos + 2 : pos + 6], "big"), pos + 6
-            else:
-                raise DriverChoiceError("partial-length OpenPGP packets do not belong in a public key")
-        else:  # old format
-            tag = (head >> 2) & 0x0F
-            size = head & 0x03
-            if size == 3:
-                raise DriverChoiceError("indeterminate-length OpenPGP packets do not belong in a public key")
-            width = 1 << size
-            length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
-            pos += 1 + width
-        yield tag, data[pos : pos + length]
-        pos += length
-
-
-def openpgp_fingerprints(text: str) -> list[str]:
-    """Fingerprints of the primary keys in an armored public key block (v4: SHA-1, v6: SHA-256)."""
-    prints = []
-    for tag, body in _packets(dearmor(text)):
-        if tag != 6 or not body:
-            continue
-        version = body[0]
-        if version == 4:
-            digest = hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest()
-        elif version == 6:
-            digest = hashlib.sha256(b"\x9b" + len(body).to_bytes(4, "big") + body).hexdigest()
-        else:
-            raise DriverChoiceError(f"OpenPGP key version {version} is not supported (only 4 and 6)")
-        prints.append(digest.upper())
-    if not prints:
-        raise DriverChoiceError("the OpenPGP block holds no public key")
-    return prints
 
 
 def key_errors(text: str, fingerprint: str, url: str = "") -> list[str]:
@@ -699,7 +621,7 @@ def key_errors(text: str, fingerprint: str, url: str = "") -> list[str]:
     where = f" at {url}" if url else ""
     try:
         prints = openpgp_fingerprints(text)
-    except DriverChoiceError as exc:
+    except OpenPGPError as exc:
         return [f"the repository key{where} is unusable: {exc}"]
     wanted = normalize_fingerprint(fingerprint)
     if wanted not in prints:

@@ -167,7 +167,7 @@ class CheckOptions:
     ca_file: str | None = None
     cert_warn_days: int = 30
     # vLLM's registered routes ({path: [methods]}) the auth check probes, and the paths served without a key
-    probe_routes: dict[str, list[str]] | None = None
+    probe_routes: Mapping[str, Iterable[str]] | None = None
     public_paths: tuple[str, ...] = ("/health",)
 
 

@@ -7,7 +7,7 @@ user can fix the inventory without reading the code.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,9 @@ RUNTIME_VARIABLES = frozenset(
         "llmfleet_model_path",
         "llmfleet_model_revision",
         "nvidia_driver_result",
+        # where the release_links role (used by vllm_runtime and model_weights) found current and previous
+        "release_links_current",
+        "release_links_previous",
     }
 )
 
@@ -73,7 +76,19 @@ def _spec_for_validator(spec: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def plain(value: Any) -> Any:
+    """``value`` as plain dicts, lists and tuples. A filter receives Ansible's lazy containers, which carry
+    the templar: ArgumentSpecValidator deep-copies its input, and a copied templar rebuilds its plugin
+    loaders through a path ansible-core deprecates (a deprecation warning on every run)."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return (tuple if isinstance(value, tuple) else list)(plain(item) for item in value)
+    return value
+
+
 def check_value(host: str, name: str, value: Any, spec: Mapping[str, Any]) -> list[str]:
+    value = plain(value)
     result = ArgumentSpecValidator({name: _spec_for_validator(spec)}).validate({name: value})
     shown = "<hidden>" if spec.get("no_log") else repr(value)
     return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import PLANNED_FLAGS
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_command import PLANNED_FLAGS
 
 # Flags the service sets itself (where vLLM listens, what it serves, the key it asks for).
 SERVICE_FLAGS = frozenset({"--model", "--host", "--port", "--api-key"})

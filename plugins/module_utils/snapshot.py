@@ -1,4 +1,4 @@
-"""Model snapshots on disk: layout, manifest, plan, free-space preflight, verification, staging and promotion.
+"""Model snapshots on disk: paths, manifest, plan, free-space preflight, verification, staging and promotion.
 
 A snapshot of ``org/name`` at a revision lives in ``<models_root>/<org>/<name>/<revision>/``. It becomes
 visible only when complete and verified:
@@ -110,7 +110,7 @@ class DownloadError(SnapshotError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Names and layout
+# Names and paths
 # ---------------------------------------------------------------------------------------------------------------
 def split_model_id(model: str) -> tuple[str, str]:
     """``org/name`` -> (org, name); both parts must be plain names (letters, digits, ``._-``)."""
@@ -155,7 +155,7 @@ def validate_repo_path(path: str) -> str:
 
 
 @dataclass(frozen=True)
-class Layout:
+class SnapshotPaths:
     """Where a snapshot, its staging area and its bookkeeping live."""
 
     models_root: Path
@@ -188,12 +188,12 @@ class Layout:
         return self.models_root / CACHE_DIRNAME
 
 
-def layout_for(models_root: str | Path, model: str, revision: str) -> Layout:
+def snapshot_paths(models_root: str | Path, model: str, revision: str) -> SnapshotPaths:
     org, name = split_model_id(model)
     root = Path(models_root)
     if not root.is_absolute():
         raise RequestError(f"models_root must be an absolute path, got {str(models_root)!r}")
-    return Layout(root, org, name, revision_dirname(revision))
+    return SnapshotPaths(root, org, name, revision_dirname(revision))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -636,7 +636,7 @@ class FilePlan:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DownloadPlan:
     files: tuple[FilePlan, ...]
     remove: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
@@ -668,7 +668,9 @@ class LocalState:
     partials: dict[str, int] = field(default_factory=dict)
 
 
-def make_plan(wanted: Sequence[RemoteFile], state: LocalState, manifest_paths: Iterable[str] = ()) -> Plan:
+def make_plan(
+    wanted: Sequence[RemoteFile], state: LocalState, manifest_paths: Iterable[str] = ()
+) -> DownloadPlan:
     """Decide, per wanted file, what is needed. Pure: takes the observed state, touches nothing."""
     files = []
     for remote in wanted:
@@ -687,7 +689,7 @@ def make_plan(wanted: Sequence[RemoteFile], state: LocalState, manifest_paths: I
     wanted_paths = {r.path for r in wanted}
     remove = tuple(sorted(p for p in manifest_paths if p not in wanted_paths))
     problems = tuple(f"{p}: {why}" for p, why in sorted(state.final_problems.items()))
-    return Plan(tuple(files), remove, problems)
+    return DownloadPlan(tuple(files), remove, problems)
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -698,7 +700,7 @@ def _stat(path: Path) -> os.stat_result | None:
 
 
 def observe(
-    layout: Layout,
+    paths: SnapshotPaths,
     wanted: Sequence[RemoteFile],
     manifest: Manifest | None,
     verify_full: bool,
@@ -710,11 +712,11 @@ def observe(
     """
     state = LocalState()
     recorded = manifest.by_path() if manifest else {}
-    journal = read_journal(layout.journal)
+    journal = read_journal(paths.journal)
     for remote in wanted:
         record = recorded.get(remote.path)
         if record is not None:
-            target = layout.final / remote.path
+            target = paths.final / remote.path
             st = _stat(target)
             if st is None:
                 state.final_problems[remote.path] = "missing"
@@ -728,7 +730,7 @@ def observe(
                     state.final_ok[remote.path] = record
             else:
                 state.final_ok[remote.path] = record
-        staged = layout.staging / remote.path
+        staged = paths.staging / remote.path
         st = _stat(staged)
         if st is not None:
             entry = journal.get(remote.path)
@@ -736,7 +738,7 @@ def observe(
                 state.journal_ok[remote.path] = entry
             else:
                 state.staged_sizes[remote.path] = st.st_size
-        partial = _stat(layout.staging / (remote.path + PARTIAL_SUFFIX))
+        partial = _stat(paths.staging / (remote.path + PARTIAL_SUFFIX))
         if partial is not None:
             state.partials[remote.path] = partial.st_size
     return state
@@ -954,13 +956,13 @@ def _fix_modes(top: Path) -> None:
         os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
-def promote(layout: Layout, manifest: Manifest, plan: Plan, staged: set[str]) -> None:
+def promote(paths: SnapshotPaths, manifest: Manifest, plan: DownloadPlan, staged: set[str]) -> None:
     """Make the verified snapshot visible.
 
     New snapshot: manifest written last into the staging directory, then one directory rename.
     Existing snapshot: staged files replace theirs one by one, unwanted files go, the manifest is rewritten.
     """
-    final, staging = layout.final, layout.staging
+    final, staging = paths.final, paths.staging
     if not final.exists():
         _prune_staging(staging, staged)
         staging.mkdir(parents=True, exist_ok=True)
@@ -980,12 +982,12 @@ def promote(layout: Layout, manifest: Manifest, plan: Plan, staged: set[str]) ->
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remove_empty_parents(layout: Layout) -> None:
+def _remove_empty_parents(paths: SnapshotPaths) -> None:
     """Remove the now empty ``.staging/<org>/<name>`` chain and ``.staging`` itself (rmdir: only if empty)."""
     for directory in (
-        layout.staging.parent,
-        layout.staging.parent.parent,
-        layout.staging.parent.parent.parent,
+        paths.staging.parent,
+        paths.staging.parent.parent,
+        paths.staging.parent.parent.parent,
     ):
         with contextlib.suppress(OSError):
             directory.rmdir()
@@ -1074,6 +1076,147 @@ def sync_snapshot(
         raise
 
 
+def _wanted_files(
+    request: SnapshotRequest, source: LazySource, resolved: ResolvedRevision, manifest: Manifest | None
+) -> tuple[list[RemoteFile], str]:
+    """The files the snapshot should hold, and where that list came from (the manifest, the hub, a local path)."""
+    allow, ignore = request.allow_patterns, request.ignore_patterns
+    if manifest is not None and manifest.answers(request.model, resolved.revision, allow, ignore):
+        return [record.as_remote() for record in manifest.files], "manifest"
+    listed = source.list_files(request.model, resolved.revision)
+    wanted = check_listing(filter_files(listed, allow, ignore), request.model, resolved.revision)
+    return wanted, "hub" if source.name != "local" else "local"
+
+
+def _check_space(
+    request: SnapshotRequest,
+    resolved: ResolvedRevision,
+    paths: SnapshotPaths,
+    plan: DownloadPlan,
+    free_space: Callable[[Path], tuple[int, str]],
+) -> None:
+    free, where = free_space(paths.staging)
+    space = SpaceCheck(
+        plan.to_download, parse_margin(request.free_space_margin, plan.total_bytes), free, where
+    )
+    if not space.ok:
+        raise SpaceError(
+            space.refusal(request.model, resolved.revision, plan.total_bytes),
+            needed_bytes=space.needed,
+            download_bytes=space.to_download,
+            margin_bytes=space.margin,
+            free_bytes=space.free,
+            path=space.where,
+        )
+
+
+def _fetch_all(
+    request: SnapshotRequest,
+    source: LazySource,
+    revision: str,
+    todo: list[FilePlan],
+    staging: Path,
+    progress: Progress,
+    sleep: Callable[[float], None],
+) -> tuple[dict[str, FileRecord], dict[str, str]]:
+    """Fetch ``todo`` in parallel: the records of the files fetched, and why each of the others failed."""
+    fetched: dict[str, FileRecord] = {}
+    failures: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, request.workers)) as pool:
+        futures = {
+            pool.submit(
+                fetch_one, source, request.model, revision, item, staging, progress, request.retries, sleep
+            ): item
+            for item in todo
+        }
+        for future, item in futures.items():
+            try:
+                fetched[item.remote.path] = future.result()
+            except HubError as exc:
+                failures[item.remote.path] = exc.message
+                if exc.kind in ("auth", "repo_not_found", "revision_not_found"):
+                    for other in futures:
+                        other.cancel()
+            except Exception as exc:  # a bug or an unexpected client failure: report it with the file
+                failures[item.remote.path] = f"{type(exc).__name__}: {exc}"
+    return fetched, failures
+
+
+def _download_error(
+    request: SnapshotRequest,
+    source: LazySource,
+    revision: str,
+    todo: list[FilePlan],
+    failures: dict[str, str],
+    progress: Progress,
+) -> DownloadError:
+    return DownloadError(
+        f"{len(failures)} of {len(todo)} file(s) of {request.model} at revision {revision} could not be "
+        f"fetched from {source.name}"
+        + (f" ({source.endpoint})" if source.endpoint else "")
+        + ": "
+        + "; ".join(f"{path}: {why}" for path, why in sorted(failures.items()))
+        + ". The files fetched so far are kept in the staging area; the next run resumes from there.",
+        failures=failures,
+        bytes_transferred=progress.bytes_transferred,
+    )
+
+
+def _download(
+    request: SnapshotRequest,
+    source: LazySource,
+    resolved: ResolvedRevision,
+    paths: SnapshotPaths,
+    wanted: list[RemoteFile],
+    state: LocalState,
+    plan: DownloadPlan,
+    result: SnapshotResult,
+    sleep: Callable[[float], None],
+) -> None:
+    """Stage what the plan needs (under the lock), then promote the staged files and the new manifest."""
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    with snapshot_lock(paths.lock):
+        progress = Progress(paths.journal, read_journal(paths.journal))
+        staged: dict[str, FileRecord] = {
+            f.remote.path: state.journal_ok[f.remote.path] for f in plan.files if f.action is Action.STAGED
+        }
+        todo = plan.with_action(Action.RESUME, Action.FETCH)
+        for item in plan.with_action(Action.VERIFY):
+            record = verify_staged(item, paths.staging, progress)
+            if record is None:
+                todo.append(replace(item, action=Action.FETCH, offset=0))
+            else:
+                staged[item.remote.path] = record
+        fetched, failures = _fetch_all(
+            request, source, resolved.revision, todo, paths.staging, progress, sleep
+        )
+        staged.update(fetched)
+        result.files_fetched.extend(sorted(fetched))
+        result.bytes_transferred = progress.bytes_transferred
+        if failures:
+            raise _download_error(request, source, resolved.revision, todo, failures, progress)
+
+        records = dict(staged)
+        for item in plan.with_action(Action.KEEP):
+            records[item.remote.path] = state.final_ok[item.remote.path]
+        manifest_out = Manifest(
+            model=request.model,
+            revision=resolved.revision,
+            revision_requested=resolved.requested,
+            revision_is_commit=resolved.is_commit,
+            source=source.name,
+            endpoint=source.endpoint,
+            allow_patterns=tuple(request.allow_patterns),
+            ignore_patterns=tuple(request.ignore_patterns),
+            files=tuple(replace(records[r.path], mtime_ns=None) for r in wanted),
+            created=now_utc(),
+        )
+        promote(paths, manifest_out, plan, set(staged))
+        paths.journal.unlink(missing_ok=True)
+        shutil.rmtree(paths.staging, ignore_errors=True)
+    _remove_empty_parents(paths)
+
+
 def _sync(
     request: SnapshotRequest,
     source: LazySource,
@@ -1083,27 +1226,19 @@ def _sync(
 ) -> SnapshotResult:
     model = request.model
     resolved = source.resolve_revision(model, request.revision)
-    layout = layout_for(request.models_root, model, resolved.revision)
+    paths = snapshot_paths(request.models_root, model, resolved.revision)
     warnings = [resolved.note] if resolved.note else []
-    if layout.final.exists() and not layout.manifest.exists():
+    if paths.final.exists() and not paths.manifest.exists():
         raise ManifestError(
-            f"{layout.final} exists but holds no {MANIFEST_NAME}, so it was not made by model_snapshot; "
+            f"{paths.final} exists but holds no {MANIFEST_NAME}, so it was not made by model_snapshot; "
             "move it away (or adopt its files with source=local) and run again"
         )
-    manifest = read_manifest(layout.final)
-    allow, ignore = request.allow_patterns, request.ignore_patterns
-    if manifest is not None and manifest.answers(model, resolved.revision, allow, ignore):
-        wanted = [record.as_remote() for record in manifest.files]
-        listing = "manifest"
-    else:
-        listed = source.list_files(model, resolved.revision)
-        wanted = check_listing(filter_files(listed, allow, ignore), model, resolved.revision)
-        listing = "hub" if source.name != "local" else "local"
-
-    state = observe(layout, wanted, manifest, request.verify_full)
+    manifest = read_manifest(paths.final)
+    wanted, listing = _wanted_files(request, source, resolved, manifest)
+    state = observe(paths, wanted, manifest, request.verify_full)
     plan = make_plan(wanted, state, manifest.by_path() if manifest else ())
     result = SnapshotResult(
-        path=str(layout.final),
+        path=str(paths.final),
         revision=resolved.revision,
         revision_requested=resolved.requested,
         revision_is_commit=resolved.is_commit,
@@ -1117,99 +1252,12 @@ def _sync(
         files_repaired=sorted(state.final_problems),
         files_unverified=sorted(r.path for r in wanted if r.checked_by == "size"),
         listing=listing,
-        manifest=str(layout.manifest),
+        manifest=str(paths.manifest),
         warnings=warnings,
     )
     if plan.complete:
         return result
-
-    free, where = free_space(layout.staging)
-    space = SpaceCheck(
-        plan.to_download, parse_margin(request.free_space_margin, plan.total_bytes), free, where
-    )
-    if not space.ok:
-        raise SpaceError(
-            space.refusal(model, resolved.revision, plan.total_bytes),
-            needed_bytes=space.needed,
-            download_bytes=space.to_download,
-            margin_bytes=space.margin,
-            free_bytes=space.free,
-            path=space.where,
-        )
-    if request.check_mode:
-        return result
-
-    layout.staging.mkdir(parents=True, exist_ok=True)
-    with snapshot_lock(layout.lock):
-        progress = Progress(layout.journal, read_journal(layout.journal))
-        staged: dict[str, FileRecord] = {
-            f.remote.path: state.journal_ok[f.remote.path] for f in plan.files if f.action is Action.STAGED
-        }
-        todo = plan.with_action(Action.RESUME, Action.FETCH)
-        for item in plan.with_action(Action.VERIFY):
-            record = verify_staged(item, layout.staging, progress)
-            if record is None:
-                todo.append(replace(item, action=Action.FETCH, offset=0))
-            else:
-                staged[item.remote.path] = record
-        failures: dict[str, str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, request.workers)) as pool:
-            futures = {
-                pool.submit(
-                    fetch_one,
-                    source,
-                    model,
-                    resolved.revision,
-                    item,
-                    layout.staging,
-                    progress,
-                    request.retries,
-                    sleep,
-                ): item
-                for item in todo
-            }
-            for future, item in futures.items():
-                try:
-                    staged[item.remote.path] = future.result()
-                    result.files_fetched.append(item.remote.path)
-                except HubError as exc:
-                    failures[item.remote.path] = exc.message
-                    if exc.kind in ("auth", "repo_not_found", "revision_not_found"):
-                        for other in futures:
-                            other.cancel()
-                except Exception as exc:  # a bug or an unexpected client failure: report it with the file
-                    failures[item.remote.path] = f"{type(exc).__name__}: {exc}"
-        result.files_fetched.sort()
-        result.bytes_transferred = progress.bytes_transferred
-        if failures:
-            raise DownloadError(
-                f"{len(failures)} of {len(todo)} file(s) of {model} at revision {resolved.revision} could not be "
-                f"fetched from {source.name}"
-                + (f" ({source.endpoint})" if source.endpoint else "")
-                + ": "
-                + "; ".join(f"{path}: {why}" for path, why in sorted(failures.items()))
-                + ". The files fetched so far are kept in the staging area; the next run resumes from there.",
-                failures=failures,
-                bytes_transferred=progress.bytes_transferred,
-            )
-
-        records = {path: record for path, record in staged.items()}
-        for item in plan.with_action(Action.KEEP):
-            records[item.remote.path] = state.final_ok[item.remote.path]
-        manifest_out = Manifest(
-            model=model,
-            revision=resolved.revision,
-            revision_requested=resolved.requested,
-            revision_is_commit=resolved.is_commit,
-            source=source.name,
-            endpoint=source.endpoint,
-            allow_patterns=tuple(request.allow_patterns),
-            ignore_patterns=tuple(request.ignore_patterns),
-            files=tuple(replace(records[r.path], mtime_ns=None) for r in wanted),
-            created=now_utc(),
-        )
-        promote(layout, manifest_out, plan, set(staged))
-        layout.journal.unlink(missing_ok=True)
-        shutil.rmtree(layout.staging, ignore_errors=True)
-    _remove_empty_parents(layout)
+    _check_space(request, resolved, paths, plan, free_space)
+    if not request.check_mode:
+        _download(request, source, resolved, paths, wanted, state, plan, result, sleep)
     return result

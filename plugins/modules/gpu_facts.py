@@ -62,21 +62,14 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - Only read-only commands run, so check mode returns the same facts.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Nothing is changed; C(changed) is always false.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
+  - llmfleet.serve.attributes.facts
 notes:
   - The C(interconnect) is C(nvlink) when C(topo -m) (or NVML) shows an C(NV#) link between every
     pair of GPUs, C(nvlink-partial) when only some pairs have one, C(pcie) when none has, C(none) with
@@ -241,7 +234,13 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_live import (
+    collect_live,
+    facts_from_nvml,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import facts_from_texts
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_schema import GpuFacts, empty_facts
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_errors import NvidiaSmiError
 
 
 def argument_spec() -> dict[str, Any]:
@@ -263,7 +262,7 @@ def read_sources(module: AnsibleModule, paths: list[str]) -> list[str]:
     return texts
 
 
-def from_nvml(module: AnsibleModule) -> ns.GpuFacts | None:
+def from_nvml(module: AnsibleModule) -> GpuFacts | None:
     """Facts through pynvml, or None (with a warning) when NVML is not usable here."""
     try:
         import pynvml
@@ -273,8 +272,8 @@ def from_nvml(module: AnsibleModule) -> ns.GpuFacts | None:
         )
         return None
     try:
-        return ns.facts_from_nvml(pynvml)
-    except ns.NvidiaSmiError as exc:
+        return facts_from_nvml(pynvml)
+    except NvidiaSmiError as exc:
         if exc.reason == "nvml-library-missing":
             module.warn(f"use_nvml: {exc.msg} Used nvidia-smi instead.")
             return None
@@ -290,28 +289,28 @@ def nvidia_smi_binary(module: AnsibleModule) -> str | None:
     return module.get_bin_path("nvidia-smi", opt_dirs=["/usr/bin", "/usr/local/bin", "/sbin"])
 
 
-def gather(module: AnsibleModule) -> ns.GpuFacts:
+def gather(module: AnsibleModule) -> GpuFacts:
     if module.params["src"]:
-        return ns.facts_from_texts(read_sources(module, module.params["src"]))
+        return facts_from_texts(read_sources(module, module.params["src"]))
     if module.params["use_nvml"]:
         facts = from_nvml(module)
         if facts is not None:
             return facts
     binary = nvidia_smi_binary(module)
     if binary is None:
-        return ns.empty_facts()
+        return empty_facts()
 
     def run(argv: list[str]) -> tuple[int, str, str]:
         return module.run_command(argv, environ_update={"LC_ALL": "C"})
 
-    return ns.collect_live(run, binary)
+    return collect_live(run, binary)
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         facts = gather(module)
-    except ns.NvidiaSmiError as exc:
+    except NvidiaSmiError as exc:
         module.fail_json(msg=exc.msg, reason=exc.reason, changed=False)
     for warning in facts.warnings:
         module.warn(warning)

@@ -134,20 +134,15 @@ options:
     default: 3
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - Check mode resolves the revision and lists the files (read-only hub requests), runs the free-space
         preflight, and returns RV(would_download_bytes) and RV(changed) as a real run would; it writes nothing.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - The second run finds the manifest, compares sizes (or hashes with O(verify=full)) and reports no change.
         A ModelScope branch that the hub does not resolve to a commit changes when the branch moves.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - Hugging Face files bigger than 50 GB are served only through the Xet protocol, which cannot resume from
     a partial file; this module downloads over plain HTTP and so cannot fetch them.

@@ -141,9 +141,9 @@ options:
     default: 30
   probe_routes:
     description:
-      - "The routes the server registers, as C({path: [methods]}) - for vLLM, the C(paths) of its
-        C(/openapi.json) read on the host - which the C(auth) check probes without a key and with a
-        wrong one."
+      - "The routes the server registers, as C({path: [methods]}) or an OpenAPI C(paths) object - for
+        vLLM, the C(paths) of its C(/openapi.json) read on the host - which the C(auth) check probes
+        without a key and with a wrong one."
     type: dict
   public_paths:
     description:
@@ -153,19 +153,14 @@ options:
     default: [/health]
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - The checks only read from the endpoint (requests to C(/v1)), so they run in check mode too and
         return the same report. O(report_path) is not written in check mode.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Nothing is changed; C(changed) is always false. The report file is an output, not managed state.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - vLLM guards only paths under C(/v1) with its API key; C(/health) and C(/metrics) stay open.
   - The tool call, reasoning and sampling checks are written for vLLM serving MiniMax-M2 with its

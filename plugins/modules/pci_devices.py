@@ -29,18 +29,13 @@ options:
     default: /sys
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - Only reads files, so check mode returns the same result.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Nothing is changed; C(changed) is always false.
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - NVSwitches of HGX B200/B300 baseboards sit behind the baseboard's own bridges and are not PCI
     devices of the host, so C(nvswitch_count) is 0 there.

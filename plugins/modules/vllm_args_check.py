@@ -35,12 +35,9 @@ options:
     required: true
 attributes:
   check_mode:
-    support: full
     details: Read-only; it runs the same in check mode.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - "On refusal the module fails with vLLM's own message, for example C(unrecognized arguments: --no-such-flag),
     and returns the refused arguments in RV(refused)."

@@ -45,12 +45,9 @@ options:
     default: 2
 attributes:
   check_mode:
-    support: full
     details: Read-only; in check mode it returns at once without waiting.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 """
 
 EXAMPLES = r"""
@@ -133,6 +130,22 @@ class Unit:
         return out.splitlines() if rc == 0 else []
 
 
+def served_models(module: AnsibleModule, base: str, api_key: str, served_model_name: str) -> list[str]:
+    """The models ``/v1/models`` lists; fails unless ``served_model_name`` is one of them."""
+    status, body = http_get(f"{base}/v1/models", api_key)
+    if status != 200:
+        module.fail_json(
+            msg=f"{base}/v1/models answered HTTP {status}: {body[:300].decode(errors='replace')}"
+        )
+    models = [entry.get("id") for entry in json.loads(body).get("data", [])]
+    if served_model_name not in models:
+        module.fail_json(
+            msg=f"{base}/v1/models lists {models}, not {served_model_name!r}: the served model name differs",
+            models=models,
+        )
+    return models
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -184,17 +197,7 @@ def main() -> None:
             )
         time.sleep(params["interval"])
 
-    status, body = http_get(f"{base}/v1/models", params["api_key"])
-    if status != 200:
-        module.fail_json(
-            msg=f"{base}/v1/models answered HTTP {status}: {body[:300].decode(errors='replace')}"
-        )
-    models = [entry.get("id") for entry in json.loads(body).get("data", [])]
-    if params["served_model_name"] not in models:
-        module.fail_json(
-            msg=f"{base}/v1/models lists {models}, not {params['served_model_name']!r}: the served model name differs",
-            models=models,
-        )
+    models = served_models(module, base, params["api_key"], params["served_model_name"])
     module.exit_json(changed=False, elapsed_s=round(time.monotonic() - started, 1), models=models)
 
 

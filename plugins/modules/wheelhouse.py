@@ -134,22 +134,17 @@ options:
     default: sha256
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details:
       - In check mode the lock is still resolved (C(uv pip compile) into a temporary directory, which
         needs the index), so the prediction is exact, and RV(would_download) says how many wheels a real
         run would fetch. Nothing is downloaded and O(dest) is not touched.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
-    support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
     details:
       - Idempotent as long as the resolution does not change. Without O(lock) or O(exclude_newer), a new
         release of an unpinned dependency on the index changes the lock, and so the key, and the next run
         rebuilds (downloading only what changed).
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 notes:
   - The wheels are picked for the target with pip's C(--platform), C(--python-version), C(--implementation cp)
     and C(--abi) options, so the controller's own Python and platform do not matter.
@@ -354,7 +349,7 @@ class Builder:
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.p = module.params
-        self.target = wh.Target(self.p["python_version"], self.p["platform"])
+        self.target = wh.WheelTarget(self.p["python_version"], self.p["platform"])
         self.sources = wh.PackageSources(
             self.p["index_url"], self.p["extra_index_urls"], self.p["find_links"]
         )
@@ -501,6 +496,68 @@ def package_rows(kept: tuple[wh.LockEntry, ...], manifest: dict | None) -> list[
     return rows
 
 
+def check_dest(module: AnsibleModule, dest: str, manifest: dict[str, Any] | None) -> None:
+    if manifest is None and os.path.isdir(dest) and os.listdir(dest):
+        module.fail_json(
+            msg=f"dest {dest} exists, is not empty and holds no {wh.MANIFEST_NAME}: it is not a wheelhouse "
+            "made by this module; give an empty or new directory",
+            changed=False,
+        )
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        module.fail_json(msg=f"dest {dest} exists and is not a directory", changed=False)
+
+
+def locked_entries(
+    module: AnsibleModule, builder: Builder, manifest: dict[str, Any] | None, workdir: str
+) -> wh.Exclusion:
+    """The lock's entries after exclusion, from the reused lock when the manifest answers the request."""
+    p = module.params
+    try:
+        reuse = p["reuse_lock"] and wh.manifest_matches_request(manifest, p["requirements"], builder.target)
+        entries = wh.parse_lock(builder.lock_text(workdir, reuse))
+        exclusion = wh.exclude_entries(entries, p["exclude"], p["prune_orphans"])
+        if reuse:
+            # the reused lock was written after exclusion: what it left out is in the manifest
+            exclusion = wh.Exclusion(kept=exclusion.kept, excluded=tuple(manifest.get("excluded") or ()))
+    except wh.WheelhouseError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    if not exclusion.kept:
+        module.fail_json(
+            msg="the lock is empty after exclusion: nothing to put in the wheelhouse", changed=False
+        )
+    return exclusion
+
+
+def build_and_swap(
+    module: AnsibleModule,
+    builder: Builder,
+    dest: str,
+    exclusion: wh.Exclusion,
+    key: str,
+    old: dict[str, tuple[int, str | None]],
+    workdir: str,
+) -> dict[str, Any]:
+    """Build the wheelhouse in ``workdir`` and swap it in at ``dest``; the result keys this adds."""
+    p, target = module.params, builder.target
+    files, downloaded, reused = builder.build(dest, exclusion.kept, old, workdir)
+    built = os.path.join(workdir, "wheels")
+    markers = {e.key: e.marker for e in exclusion.kept if e.marker}
+    write_text(
+        os.path.join(built, wh.LOCK_NAME), wh.render_lock(files, target, key, exclusion.removed, markers)
+    )
+    requirements = p["requirements"] or [f"-r {p['lock']}"]
+    new_manifest = wh.build_manifest(key, target, requirements, exclusion, files)
+    write_text(os.path.join(built, wh.MANIFEST_NAME), json.dumps(new_manifest, indent=2) + "\n")
+    os.chmod(built, 0o755)
+    swap_in(built, dest, workdir)
+    return {
+        "packages": new_manifest["packages"],
+        "size_bytes": new_manifest["size_bytes"],
+        "downloaded": downloaded,
+        "reused": reused,
+    }
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -517,33 +574,13 @@ def main() -> None:
         module.fail_json(msg=str(exc), changed=False)
 
     manifest = read_manifest(dest)
-    if manifest is None and os.path.isdir(dest) and os.listdir(dest):
-        module.fail_json(
-            msg=f"dest {dest} exists, is not empty and holds no {wh.MANIFEST_NAME}: it is not a wheelhouse "
-            "made by this module; give an empty or new directory",
-            changed=False,
-        )
-    if os.path.exists(dest) and not os.path.isdir(dest):
-        module.fail_json(msg=f"dest {dest} exists and is not a directory", changed=False)
-
+    check_dest(module, dest, manifest)
     parent = os.path.dirname(dest)
     if not module.check_mode:
         os.makedirs(parent, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=".wheelhouse-", dir=None if module.check_mode else parent)
     try:
-        try:
-            reuse = p["reuse_lock"] and wh.manifest_matches_request(manifest, p["requirements"], target)
-            entries = wh.parse_lock(builder.lock_text(workdir, reuse))
-            exclusion = wh.exclude_entries(entries, p["exclude"], p["prune_orphans"])
-            if reuse:
-                # the reused lock was written after exclusion: what it left out is in the manifest
-                exclusion = wh.Exclusion(kept=exclusion.kept, excluded=tuple(manifest.get("excluded") or ()))
-        except wh.WheelhouseError as exc:
-            module.fail_json(msg=str(exc), changed=False)
-        if not exclusion.kept:
-            module.fail_json(
-                msg="the lock is empty after exclusion: nothing to put in the wheelhouse", changed=False
-            )
+        exclusion = locked_entries(module, builder, manifest, workdir)
         key = wh.wheelhouse_key(exclusion.kept, target)
         old = scan(dest, hashes=p["verify"] == "sha256")
         verdict = wh.check_manifest(manifest, key, old)
@@ -564,34 +601,16 @@ def main() -> None:
             result["packages"] = package_rows(exclusion.kept, manifest)
             result["size_bytes"] = int((manifest or {}).get("size_bytes", 0))
             module.exit_json(changed=False, **result)
+        if p["verify"] != "sha256":
+            old = scan(dest, hashes=True)
         if module.check_mode:
-            if p["verify"] != "sha256":
-                old = scan(dest, hashes=True)
             digests = {name: d for name, (_, d) in old.items() if d}
             _, missing = wh.match_files(exclusion.kept, digests)
             result.update(
                 packages=package_rows(exclusion.kept, None), size_bytes=0, would_download=len(missing)
             )
             module.exit_json(changed=True, **result)
-        if p["verify"] != "sha256":
-            old = scan(dest, hashes=True)
-        files, downloaded, reused = builder.build(dest, exclusion.kept, old, workdir)
-        built = os.path.join(workdir, "wheels")
-        markers = {e.key: e.marker for e in exclusion.kept if e.marker}
-        write_text(
-            os.path.join(built, wh.LOCK_NAME), wh.render_lock(files, target, key, exclusion.removed, markers)
-        )
-        requirements = p["requirements"] or [f"-r {p['lock']}"]
-        new_manifest = wh.build_manifest(key, target, requirements, exclusion, files)
-        write_text(os.path.join(built, wh.MANIFEST_NAME), json.dumps(new_manifest, indent=2) + "\n")
-        os.chmod(built, 0o755)
-        swap_in(built, dest, workdir)
-        result.update(
-            packages=new_manifest["packages"],
-            size_bytes=new_manifest["size_bytes"],
-            downloaded=downloaded,
-            reused=reused,
-        )
+        result.update(build_and_swap(module, builder, dest, exclusion, key, old, workdir))
         module.exit_json(changed=True, **result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -8,33 +8,21 @@ flavour starts once per session (a start takes one to three minutes on 2 cores).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import serve_tiny as serve  # lab/, on the path through tests/conftest.py
 
-REPO = Path(__file__).resolve().parents[2]
 VENV = os.environ.get("LLMFLEET_VLLM_VENV")
 START_TIMEOUT_S = 600
 API_KEY = "llmfleet-test-key"
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
 
 # Server flavours, as lab/serve_tiny.py's server_argv() arguments, in the order the tests run.
 FLAVOURS = {

@@ -18,7 +18,12 @@ def preflight(tmp_path: Path, host_vars: dict, *extra: str) -> subprocess.Comple
     inventory = tmp_path / "hosts.yml"
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **host_vars}
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"gpu-07": host}}}))
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/preflight.yml", *extra],
         cwd=REPO, env=env, text=True, capture_output=True, check=False,
@@ -47,3 +52,16 @@ def test_bad_inventory_fails_naming_host_variable_and_value(tmp_path, host_vars,
     result = preflight(tmp_path, host_vars)
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
+
+
+def test_a_run_prints_no_deprecation_warning(tmp_path):
+    """List and dict values reach the filter as ansible-core's lazy containers, with the templar that
+    rendered the values before them (as in the lab inventory)."""
+    host_vars = {
+        "llmfleet_model": "{{ 'qwen3-8b' }}",
+        "vllm_runtime_find_links": ["/opt/wheels"],
+        "llmfleet_plan_overrides": {"max_num_seqs": 8},
+    }
+    result = preflight(tmp_path, host_vars)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "DEPRECATION" not in result.stdout + result.stderr, result.stdout + result.stderr

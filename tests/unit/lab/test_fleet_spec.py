@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 from pathlib import Path
 
+import fleet  # lab/, on the path through tests/conftest.py
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "lab"))
-import fleet  # noqa: E402 - lab/ is not a package
 
 
 # ---- host specs ---------------------------------------------------------------------------------

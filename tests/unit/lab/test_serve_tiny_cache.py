@@ -3,27 +3,15 @@ complete, the checkout's link to the model, and the wheelhouse shared with the v
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
+import serve_tiny as serve  # lab/, on the path through tests/conftest.py
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 DEBIAN_12 = ("3.11", "x86_64-manylinux_2_36")  # the test hosts' python3 and C library (lab/fleet.py)
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load()
 
 
 # ---- building into place ------------------------------------------------------------------------

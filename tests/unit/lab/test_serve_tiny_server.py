@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load("llmfleet_lab_serve_tiny", REPO / "lab" / "serve_tiny.py")
-build = _load("llmfleet_tinymodel_build", REPO / "lab" / "tinymodel" / "build.py")
+import serve_tiny as serve  # lab/, on the path through tests/conftest.py
+from tinymodel import build
 
 
 def model_with_config(tmp_path: Path, config: dict) -> Path:

@@ -1,21 +1,39 @@
 """Every role documents every entry point in meta/argument_specs.yml, and its specs agree with defaults."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROLES = sorted(p for p in (Path(__file__).resolve().parents[3] / "roles").iterdir() if p.is_dir())
+REPO = Path(__file__).resolve().parents[3]
+ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
 
 
 def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
 
 
+def tasks_from(role: str) -> set[str]:
+    """The entry points other task files use: import_role/include_role of ``role`` with tasks_from."""
+    used = set()
+    for path in [*REPO.glob("roles/*/tasks/*.yml"), *REPO.glob("playbooks/*.yml")]:
+        for found in re.finditer(r"name: llmfleet\.serve\.(\w+)\n\s+tasks_from: ([\w.-]+)", path.read_text()):
+            if found[1] == role:
+                used.add(found[2].removesuffix(".yml"))
+    return used
+
+
+def test_shared_task_files_are_found():
+    assert {"read", "switch", "prune"} <= tasks_from("release_links")
+
+
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_every_entry_point_has_a_spec(role):
     specs = load(role / "meta/argument_specs.yml").get("argument_specs", {})
-    entry_points = {p.stem for p in (role / "tasks").glob("*.yml") if p.stem == "main"}
+    entry_points = {p.stem for p in (role / "tasks").glob("*.yml") if p.stem == "main"} | tasks_from(
+        role.name
+    )
     assert entry_points <= set(specs), f"{role.name}: entry points without argument specs"
 
 

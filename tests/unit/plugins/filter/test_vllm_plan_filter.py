@@ -8,7 +8,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmfleet.serve.plugins.filter import vllm_plan as plugin
-from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi import facts_from_texts
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import facts_from_texts
 
 REPO = Path(__file__).resolve().parents[4]
 CAPTURES = REPO / "tests" / "fixtures" / "nvidia-smi"

@@ -21,6 +21,11 @@ def test_public_paths_are_not_probed_and_path_parameters_are_filled():
     ]
 
 
+def test_an_openapi_paths_object_is_read_for_its_methods_only():
+    paths = {"/tokenize": {"post": {"summary": "Tokenize"}, "parameters": [], "summary": "Tokenizer"}}
+    assert ep.probe_targets(paths, []) == [("POST", "/tokenize")]
+
+
 def test_each_target_is_sent_without_a_key_and_with_a_wrong_one():
     sent = []
 

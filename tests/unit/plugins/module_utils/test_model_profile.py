@@ -14,7 +14,7 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.model_profile impor
     CPU_HEAD_SIZES,
     GB,
     GIB,
-    Layout,
+    ParallelLayout,
     ProfileError,
     derive_from_config,
     profile_from_dict,
@@ -71,7 +71,7 @@ def test_minimax_m2_profile_matches_the_vendor_facts():
     assert m2.served_model_name == "MiniMaxAI/MiniMax-M2"
     assert m2.modelscope_id == "MiniMaxAI/MiniMax-M2" and m2.huggingface_id == "MiniMaxAI/MiniMax-M2"
     assert m2.trust_remote_code is True
-    assert Layout.parse("tp8") in {r.layout for r in m2.refused_layouts}
+    assert ParallelLayout.parse("tp8") in {r.layout for r in m2.refused_layouts}
     assert [x.name for x in m2.layouts] == ["tp4", "tp8-ep", "tp4-ep-dp2", "dp8-ep"]
     assert m2.cpu.servable is False and "CPU" in m2.cpu.reason
 
@@ -182,17 +182,17 @@ def test_kv_cache_fp8_halves_the_bytes_per_token():
     ],
 )
 def test_layout_names(text, tp, dp, pp, ep, name):
-    layout = Layout.parse(text)
+    layout = ParallelLayout.parse(text)
     assert (layout.tp, layout.dp, layout.pp, layout.ep) == (tp, dp, pp, ep)
     assert layout.name == name
-    assert Layout.parse(layout.name) == layout
-    assert Layout.parse({"tp": tp, "dp": dp, "pp": pp, "ep": ep}) == layout
+    assert ParallelLayout.parse(layout.name) == layout
+    assert ParallelLayout.parse({"tp": tp, "dp": dp, "pp": pp, "ep": ep}) == layout
 
 
 @pytest.mark.parametrize("text", ["", "tp", "tp0", "tp4-tp2", "tensor4", "tp4-ep-xx"])
 def test_bad_layout_names_are_refused(text):
     with pytest.raises(ProfileError):
-        Layout.parse(text)
+        ParallelLayout.parse(text)
 
 
 # ---- validation: every error names the profile and the field ----------------------------------

@@ -10,6 +10,7 @@ import yaml
 
 from ansible_collections.llmfleet.serve.plugins.filter import nvidia_driver as filters
 from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_driver as nd
+from ansible_collections.llmfleet.serve.plugins.module_utils.openpgp import openpgp_fingerprints
 
 HERE = Path(__file__).parent
 CASES = yaml.safe_load((HERE / "nvidia_driver_cases.yml").read_text())
@@ -112,7 +113,6 @@ def test_apt_preferences_hold_the_branch():
 )
 def test_gpu_generation(device, cc, generation):
     assert nd.gpu_generation(device, cc) == generation
-    assert nd.is_turing_or_newer(device, cc) is (generation != "pre-turing")
 
 
 def test_gpu_generation_needs_something_to_go_by():
@@ -240,9 +240,9 @@ def test_reboot_reasons_filter_takes_the_pkgs_file_text():
 
 
 def test_fingerprints_of_real_keys():
-    assert nd.openpgp_fingerprints(RSA_KEY) == [RSA_FPR]
-    assert nd.openpgp_fingerprints(ED25519_KEY) == [ED25519_FPR]
-    assert nd.openpgp_fingerprints(RSA_KEY + ED25519_KEY) == [RSA_FPR]  # only the first armored block is read
+    assert openpgp_fingerprints(RSA_KEY) == [RSA_FPR]
+    assert openpgp_fingerprints(ED25519_KEY) == [ED25519_FPR]
+    assert openpgp_fingerprints(RSA_KEY + ED25519_KEY) == [RSA_FPR]  # only the first armored block is read
 
 
 def test_key_errors_accept_the_pinned_key_and_refuse_others():

@@ -1,4 +1,4 @@
-"""Tests for plugins/module_utils/nvidia_smi.py against every real capture in tests/fixtures/nvidia-smi."""
+"""GPU discovery (module_utils nvidia_smi_*.py and gpu_facts_*.py) against every real capture in tests/fixtures/nvidia-smi."""
 
 from __future__ import annotations
 
@@ -9,7 +9,32 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
+from ansible_collections.llmfleet.serve.plugins.module_utils.compute_capability_names import (
+    compute_capability_from_name,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_live import facts_from_nvml
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import (
+    classify_links,
+    facts_from_texts,
+    merge_captures,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_errors import (
+    NvidiaSmiError,
+    error_from_output,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_parsers import (
+    KIND_CSV,
+    KIND_TOPO,
+    detect_kind,
+    parse_capture,
+    parse_query_csv,
+    parse_topo,
+    parse_xml,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.nvidia_smi_values import (
+    normalize_bus_id,
+    parse_memory_mib,
+)
 
 REPO = Path(__file__).resolve().parents[4]
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
@@ -95,14 +120,14 @@ def test_fixture(name):
     expected = EXPECTED[name]
     text = fixture_text(name)
     if "error" in expected:
-        assert ns.detect_kind(text) is None
-        with pytest.raises(ns.NvidiaSmiError) as info:
-            ns.facts_from_texts([text])
+        assert detect_kind(text) is None
+        with pytest.raises(NvidiaSmiError) as info:
+            facts_from_texts([text])
         assert expected["error"] in info.value.msg
         assert info.value.reason == expected["reason"]
         return
-    assert ns.detect_kind(text) == expected["kind"]
-    facts = ns.facts_from_texts([text])
+    assert detect_kind(text) == expected["kind"]
+    facts = facts_from_texts([text])
     data = facts.as_dict()
     assert data["source"] == [expected["kind"]]
     assert len(data["gpus"]) == data["count"]
@@ -113,7 +138,7 @@ def test_every_error_message_says_what_to_do():
     for name in fixture_names():
         if "error" not in EXPECTED[name]:
             continue
-        err = ns.error_from_output(fixture_text(name))
+        err = error_from_output(fixture_text(name))
         assert err is not None, name
         # the advice part plus what nvidia-smi said, so the person sees both
         assert "nvidia-smi said:" in err.msg, name
@@ -134,7 +159,7 @@ def test_every_error_message_says_what_to_do():
 def test_checker_detects_wrong_expectations(mutation, expected_message):
     """The data-driven check must be able to fail."""
     name = "h100-80gb-hbm3x1-mig_table_nvidia-gpu-exporter.txt"
-    facts = ns.facts_from_texts([fixture_text(name)])
+    facts = facts_from_texts([fixture_text(name)])
     wrong = dict(EXPECTED[name], **mutation)
     with pytest.raises(AssertionError, match=expected_message):
         check_facts(facts.as_dict(), facts.warnings, wrong)
@@ -144,7 +169,7 @@ def test_detection_does_not_depend_on_file_names(tmp_path):
     text = fixture_text("h20x8_topo_sglang-issue-24966.txt")
     renamed = tmp_path / "a100_table_qx.xml"
     renamed.write_text(text)
-    assert ns.detect_kind(renamed.read_text()) == ns.KIND_TOPO
+    assert detect_kind(renamed.read_text()) == KIND_TOPO
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,7 +178,7 @@ def test_detection_does_not_depend_on_file_names(tmp_path):
 
 
 def test_h100_list_csv_and_topo_merge_into_one_result(h100_exporter_gpu):
-    facts = ns.facts_from_texts(
+    facts = facts_from_texts(
         [
             fixture_text("h100-80gb-hbm3x1_L_nvidia-gpu-exporter.txt"),
             fixture_text("h100-80gb-hbm3x1_query-gpu-wide_nvidia-gpu-exporter.csv"),
@@ -173,7 +198,7 @@ def test_h100_list_csv_and_topo_merge_into_one_result(h100_exporter_gpu):
 
 
 def test_eight_h100_table_and_topo():
-    facts = ns.facts_from_texts(
+    facts = facts_from_texts(
         [
             fixture_text("h100-sxm-80gbx8_table_thamada-nvsim.txt"),
             fixture_text("h100-sxm-80gbx8_topo_thunderkittens-issue-167.txt"),
@@ -191,7 +216,7 @@ def test_eight_h100_table_and_topo():
 
 
 def test_h200_mig_list_csv_and_table_complete_each_other():
-    facts = ns.facts_from_texts(
+    facts = facts_from_texts(
         [
             fixture_text("h200x1-mig_table_nvidia-gpu-exporter.txt"),
             fixture_text("h200x1-mig_L_nvidia-gpu-exporter.txt"),
@@ -231,7 +256,7 @@ def test_xml_and_list_of_a100_mig_merge_by_device_index():
         "  MIG 3g.20gb     Device  0: (UUID: MIG-11111111-2222-3333-4444-555555555555)\n"
         "  MIG 3g.20gb     Device  1: (UUID: MIG-66666666-7777-8888-9999-000000000000)\n"
     )
-    facts = ns.facts_from_texts([xml, listing]).as_dict()
+    facts = facts_from_texts([xml, listing]).as_dict()
     assert facts["mig_devices"][1]["gpu_instance_id"] == 2
     assert facts["mig_devices"][1]["profile"] == "3g.20gb"
     assert facts["mig_devices"][1]["memory_total_mib"] == 19968
@@ -239,7 +264,7 @@ def test_xml_and_list_of_a100_mig_merge_by_device_index():
 
 
 def test_windows_topo_usage_error_is_only_a_warning_next_to_gpu_data():
-    facts = ns.facts_from_texts(
+    facts = facts_from_texts(
         [
             fixture_text("rtx-2080-superx1_table-windows-wddm_nvidia-gpu-exporter.txt"),
             fixture_text("rtx-2080-superx1_err-topo-usage-windows_nvidia-gpu-exporter.txt"),
@@ -253,7 +278,7 @@ def test_windows_topo_usage_error_is_only_a_warning_next_to_gpu_data():
 def test_full_name_from_another_source_replaces_the_truncated_table_name():
     table = fixture_text("rtx-2080-superx1_table-windows-wddm_nvidia-gpu-exporter.txt")
     listing = "GPU 0: NVIDIA GeForce RTX 2080 SUPER (UUID: GPU-0b6b8c4e-0000-1111-2222-333344445555)\n"
-    facts = ns.facts_from_texts([table, listing]).as_dict()
+    facts = facts_from_texts([table, listing]).as_dict()
     assert facts["gpus"][0]["name"] == "NVIDIA GeForce RTX 2080 SUPER"
     assert facts["gpus"][0]["uuid"] == "GPU-0b6b8c4e-0000-1111-2222-333344445555"
 
@@ -271,14 +296,14 @@ def test_full_name_from_another_source_replaces_the_truncated_table_name():
     ],
 )
 def test_sources_from_different_hosts_are_refused(names, message):
-    with pytest.raises(ns.NvidiaSmiError, match=message) as info:
-        ns.facts_from_texts([fixture_text(n) for n in names])
+    with pytest.raises(NvidiaSmiError, match=message) as info:
+        facts_from_texts([fixture_text(n) for n in names])
     assert info.value.reason == "inconsistent"
 
 
 def test_two_captures_of_one_kind_with_different_counts_are_refused():
-    with pytest.raises(ns.NvidiaSmiError, match="GPU counts table=8, table=4"):
-        ns.facts_from_texts(
+    with pytest.raises(NvidiaSmiError, match="GPU counts table=8, table=4"):
+        facts_from_texts(
             [
                 fixture_text("h100-sxm-80gbx8_table_thamada-nvsim.txt"),
                 fixture_text("a100-sxm4-80gbx4_table_thamada-nvsim.txt"),
@@ -288,26 +313,26 @@ def test_two_captures_of_one_kind_with_different_counts_are_refused():
 
 def test_different_gpu_indexes_are_refused():
     listing = "GPU 4: NVIDIA B200 (UUID: GPU-aaaaaaaa-0000-0000-0000-000000000004)\n"
-    with pytest.raises(ns.NvidiaSmiError, match="GPU indexes"):
-        ns.facts_from_texts([listing, fixture_text("h200x1_topo-ansi_nvidia-gpu-exporter.txt")])
+    with pytest.raises(NvidiaSmiError, match="GPU indexes"):
+        facts_from_texts([listing, fixture_text("h200x1_topo-ansi_nvidia-gpu-exporter.txt")])
 
 
 def test_bus_id_conflict_is_refused():
     table = fixture_text("h100-sxm-80gbx8_table_thamada-nvsim.txt")
     other = fixture_text("h100-sxm-80gbx8_table_modal-gpu-glossary.txt").replace("550.90.07", "565.57.01")
-    with pytest.raises(ns.NvidiaSmiError, match="PCI bus ids"):
-        ns.facts_from_texts([table, other])
+    with pytest.raises(NvidiaSmiError, match="PCI bus ids"):
+        facts_from_texts([table, other])
 
 
 def test_usage_error_alone_is_raised():
-    with pytest.raises(ns.NvidiaSmiError) as info:
-        ns.facts_from_texts([fixture_text("rtx-2080-superx1_err-topo-usage-windows_nvidia-gpu-exporter.txt")])
+    with pytest.raises(NvidiaSmiError) as info:
+        facts_from_texts([fixture_text("rtx-2080-superx1_err-topo-usage-windows_nvidia-gpu-exporter.txt")])
     assert info.value.reason == "usage"
 
 
 def test_driver_error_next_to_good_data_is_still_raised():
-    with pytest.raises(ns.NvidiaSmiError, match="version mismatch"):
-        ns.facts_from_texts(
+    with pytest.raises(NvidiaSmiError, match="version mismatch"):
+        facts_from_texts(
             [
                 fixture_text("tesla-t4x1_qx-v11_telegraf.xml"),
                 fixture_text("err_nvml-mismatch-oneline_shine-cluster-issue-30.txt"),
@@ -316,7 +341,7 @@ def test_driver_error_next_to_good_data_is_still_raised():
 
 
 def test_no_source_gives_a_cpu_host():
-    assert ns.facts_from_texts([]).as_dict() == {
+    assert facts_from_texts([]).as_dict() == {
         "count": 0,
         "gpus": [],
         "mig_devices": [],
@@ -338,26 +363,26 @@ def test_headerless_csv_of_the_module_query():
         "0, GPU-aaaaaaaa-1111-2222-3333-444444444444, NVIDIA H100 80GB HBM3, 00000000:18:00.0, 81559, 9.0\n"
         "1, GPU-bbbbbbbb-1111-2222-3333-444444444444, NVIDIA H100 80GB HBM3, 00000000:2A:00.0, 81559, 9.0\n"
     )
-    assert ns.detect_kind(text) == ns.KIND_CSV
-    facts = ns.facts_from_texts([text]).as_dict()
+    assert detect_kind(text) == KIND_CSV
+    facts = facts_from_texts([text]).as_dict()
     assert facts["count"] == 2
     assert facts["gpus"][1]["pci_bus_id"] == "00000000:2A:00.0"
     assert facts["gpus"][1]["compute_capability"] == "9.0"
     legacy = "\n".join(line.rsplit(",", 1)[0] for line in text.splitlines())
-    facts = ns.facts_from_texts([legacy]).as_dict()
+    facts = facts_from_texts([legacy]).as_dict()
     assert facts["gpus"][0]["compute_capability_source"] == "name-table"
     assert facts["gpus"][0]["memory_total_mib"] == 81559
 
 
 def test_headerless_csv_with_explicit_fields():
-    capture = ns.parse_query_csv("NVIDIA L4, 23034 MiB\n", fields=["name", "memory.total [MiB]"])
+    capture = parse_query_csv("NVIDIA L4, 23034 MiB\n", fields=["name", "memory.total [MiB]"])
     assert capture.gpus[0].name == "NVIDIA L4"
     assert capture.gpus[0].memory_total_mib == 23034
 
 
 def test_unknown_headerless_csv_is_refused_with_advice():
-    with pytest.raises(ns.NvidiaSmiError, match="no header line"):
-        ns.parse_query_csv("NVIDIA L4, 23034\n")
+    with pytest.raises(NvidiaSmiError, match="no header line"):
+        parse_query_csv("NVIDIA L4, 23034\n")
 
 
 def test_csv_with_nounits_header_and_error_line():
@@ -366,7 +391,7 @@ def test_csv_with_nounits_header_and_error_line():
         "0, NVIDIA A100-SXM4-80GB, 81920, 8.0, [N/A]\n"
         "Unable to determine the device handle for GPU 0000:C2:00.0: Unknown Error\n"
     )
-    capture = ns.parse_query_csv(text)
+    capture = parse_query_csv(text)
     assert [g.memory_total_mib for g in capture.gpus] == [81920]
     assert capture.gpus[0].mig_mode is None
     assert any("device handle" in w for w in capture.warnings)
@@ -374,7 +399,7 @@ def test_csv_with_nounits_header_and_error_line():
 
 def test_xml_with_noise_around_it():
     xml = fixture_text("tesla-t4x1_qx-v11_telegraf.xml")
-    facts = ns.facts_from_texts(["WARNING: infoROM is corrupted at gpu 0000:00:1E.0\n" + xml + "\n"])
+    facts = facts_from_texts(["WARNING: infoROM is corrupted at gpu 0000:00:1E.0\n" + xml + "\n"])
     assert facts.gpus[0].name == "Tesla T4"
     assert any("infoROM" in w for w in facts.warnings)
 
@@ -385,17 +410,17 @@ def test_xml_with_noise_around_it():
 def test_xml_fabric_state_tells_nvswitch(state, nvswitch):
     xml = fixture_text("a100-sxm4-80gbx4-mig_qx-v12_telegraf.xml")
     assert "<state>N/A</state>" in xml
-    facts = ns.facts_from_texts([xml.replace("<state>N/A</state>", f"<state>{state}</state>")])
+    facts = facts_from_texts([xml.replace("<state>N/A</state>", f"<state>{state}</state>")])
     assert facts.nvswitch is nvswitch
 
 
 def test_truncated_xml_is_refused():
     xml = fixture_text("tesla-t4x1_qx-v11_telegraf.xml")
-    with pytest.raises(ns.NvidiaSmiError, match="incomplete"):
-        ns.parse_xml(xml[: len(xml) // 2])
+    with pytest.raises(NvidiaSmiError, match="incomplete"):
+        parse_xml(xml[: len(xml) // 2])
     broken = xml.replace("<uuid>", "<uuid", 1)
-    with pytest.raises(ns.NvidiaSmiError, match="not well-formed"):
-        ns.parse_xml(broken)
+    with pytest.raises(NvidiaSmiError, match="not well-formed"):
+        parse_xml(broken)
 
 
 def test_table_with_crlf_and_old_header_without_cuda():
@@ -410,7 +435,7 @@ def test_table_with_crlf_and_old_header_without_cuda():
         "| 27%   35C    P8    10W / 151W |   2028MiB /  8112MiB |      1%      Default |\r\n"
         "+-------------------------------+----------------------+----------------------+\r\n"
     )
-    facts = ns.facts_from_texts([text]).as_dict()
+    facts = facts_from_texts([text]).as_dict()
     assert facts["driver_version"] == "384.66"
     assert facts["cuda_version"] is None
     assert facts["gpus"][0]["name"] == "GeForce GTX 1070"
@@ -423,7 +448,7 @@ def test_table_excerpt_without_column_headers():
     lines = [
         ln for ln in text.splitlines() if "Name" not in ln and "Memory-Usage" not in ln and "MIG M." not in ln
     ]
-    facts = ns.facts_from_texts(["\n".join(lines)]).as_dict()
+    facts = facts_from_texts(["\n".join(lines)]).as_dict()
     assert [(g["name"], g["memory_total_mib"]) for g in facts["gpus"]] == [("NVIDIA L40S", 46068)]
 
 
@@ -436,9 +461,9 @@ def test_topo_with_old_mlx_columns_and_partial_nvlink():
         "GPU3\tSYS\tNV2\tNV1\t X \tSYS\t20-39\n"
         "mlx5_0\tPIX\tPIX\tSYS\tSYS\t X \n"
     )
-    capture = ns.parse_topo(text)
+    capture = parse_topo(text)
     assert capture.links[(0, 2)] == "NV2"
-    facts = ns.merge_captures([capture])
+    facts = merge_captures([capture])
     assert (facts.interconnect, facts.nvswitch) == ("nvlink-partial", None)
 
 
@@ -455,7 +480,7 @@ def test_topo_with_old_mlx_columns_and_partial_nvlink():
     ],
 )
 def test_classify_links(count, links, expected):
-    assert ns.classify_links(count, links) == expected
+    assert classify_links(count, links) == expected
 
 
 @pytest.mark.parametrize(
@@ -475,7 +500,7 @@ def test_classify_links(count, links, expected):
     ],
 )
 def test_parse_memory_mib(value, mib):
-    assert ns.parse_memory_mib(value) == mib
+    assert parse_memory_mib(value) == mib
 
 
 @pytest.mark.parametrize(
@@ -490,7 +515,7 @@ def test_parse_memory_mib(value, mib):
     ],
 )
 def test_normalize_bus_id(value, bus):
-    assert ns.normalize_bus_id(value) == bus
+    assert normalize_bus_id(value) == bus
 
 
 @pytest.mark.parametrize(
@@ -532,20 +557,20 @@ def test_normalize_bus_id(value, bus):
     ],
 )
 def test_compute_capability_from_name(name, capability):
-    assert ns.compute_capability_from_name(name) == capability
+    assert compute_capability_from_name(name) == capability
 
 
 def test_text_form_of_query_is_refused_with_advice():
     text = "\n==============NVSMI LOG==============\n\nTimestamp : Mon\nDriver Version : 550.54.14\n"
-    with pytest.raises(ns.NvidiaSmiError, match="nvidia-smi -q -x") as info:
-        ns.parse_capture(text)
+    with pytest.raises(NvidiaSmiError, match="nvidia-smi -q -x") as info:
+        parse_capture(text)
     assert info.value.reason == "query-text"
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "hello world\n"])
 def test_empty_or_foreign_text_is_refused(text):
-    with pytest.raises(ns.NvidiaSmiError) as info:
-        ns.parse_capture(text)
+    with pytest.raises(NvidiaSmiError) as info:
+        parse_capture(text)
     assert info.value.reason in ("empty", "unrecognised")
 
 
@@ -565,14 +590,14 @@ def test_empty_or_foreign_text_is_refused(text):
     ],
 )
 def test_other_known_errors(text, reason, fragment):
-    err = ns.error_from_output(text)
+    err = error_from_output(text)
     assert err is not None
     assert err.reason == reason
     assert fragment in err.msg
 
 
 def test_error_from_output_ignores_normal_output():
-    assert ns.error_from_output(fixture_text("tesla-t4x1_table-legacy-layout_cloud-native-docs.txt")) is None
+    assert error_from_output(fixture_text("tesla-t4x1_table-legacy-layout_cloud-native-docs.txt")) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,7 +746,7 @@ def _h100(index, **extra):
 @pytest.mark.parametrize("remote_type", [True, False])
 def test_nvml_eight_gpus_on_nvswitch(remote_type):
     nvml = FakeNvml([_h100(i) for i in range(8)], remote_type=remote_type)
-    facts = ns.facts_from_nvml(nvml)
+    facts = facts_from_nvml(nvml)
     data = facts.as_dict()
     assert data["count"] == 8
     assert data["interconnect"] == "nvlink"
@@ -743,8 +768,8 @@ def test_nvml_eight_gpus_on_nvswitch(remote_type):
 
 
 def test_nvml_result_has_the_same_shape_as_nvidia_smi():
-    from_nvml = ns.facts_from_nvml(FakeNvml([_h100(0)])).as_dict()
-    from_smi = ns.facts_from_texts([fixture_text("tesla-t4x1_qx-v11_telegraf.xml")]).as_dict()
+    from_nvml = facts_from_nvml(FakeNvml([_h100(0)])).as_dict()
+    from_smi = facts_from_texts([fixture_text("tesla-t4x1_qx-v11_telegraf.xml")]).as_dict()
     assert from_nvml.keys() == from_smi.keys()
     assert from_nvml["gpus"][0].keys() == from_smi["gpus"][0].keys()
 
@@ -768,13 +793,13 @@ def test_nvml_bridged_pair_and_pcie_only():
             "links": [0] * 4,
         },
     ]
-    facts = ns.facts_from_nvml(FakeNvml(pair))
+    facts = facts_from_nvml(FakeNvml(pair))
     assert (facts.interconnect, facts.nvswitch) == ("nvlink", False)
     assert facts.gpus[1].pci_bus_id == "00000000:02:00.0"
     assert facts.gpus[0].mig_mode is None
     for gpu in pair:
         gpu["links"] = []
-    facts = ns.facts_from_nvml(FakeNvml(pair))
+    facts = facts_from_nvml(FakeNvml(pair))
     assert (facts.interconnect, facts.nvswitch) == ("pcie", False)
 
 
@@ -784,7 +809,7 @@ def test_nvml_mig_devices_and_fabric_state():
         {"uuid": "MIG-bbbb", "gi": 2, "ci": 0, "mib": 40448},
     ]
     nvml = FakeNvml([_h100(0, mig=1, migs=migs, links=[], fabric=3)])
-    data = ns.facts_from_nvml(nvml).as_dict()
+    data = facts_from_nvml(nvml).as_dict()
     assert data["gpus"][0]["mig_mode"] == "Enabled"
     assert data["mig_devices"] == [
         {
@@ -820,14 +845,14 @@ def test_nvml_mig_devices_and_fabric_state():
     ],
 )
 def test_nvml_init_errors(code, reason, fragment):
-    with pytest.raises(ns.NvidiaSmiError) as info:
-        ns.facts_from_nvml(FakeNvml([_h100(0)], init_error=code))
+    with pytest.raises(NvidiaSmiError) as info:
+        facts_from_nvml(FakeNvml([_h100(0)], init_error=code))
     assert info.value.reason == reason
     assert fragment in info.value.msg
 
 
 def test_nvml_without_devices():
     nvml = FakeNvml([])
-    with pytest.raises(ns.NvidiaSmiError, match="no devices found"):
-        ns.facts_from_nvml(nvml)
+    with pytest.raises(NvidiaSmiError, match="no devices found"):
+        facts_from_nvml(nvml)
     assert nvml.shutdown_called

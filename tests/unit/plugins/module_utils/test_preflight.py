@@ -85,6 +85,28 @@ def test_unknown_variable_with_a_known_prefix_suggests_the_right_name():
     assert "did you mean llmfleet_model?" in error
 
 
+class NoCopyList(list):
+    """Like the lazy containers a filter receives: deep-copying it is what must not happen."""
+
+    def __deepcopy__(self, memo):
+        raise AssertionError("the validator was given the container itself")
+
+
+class NoCopyDict(dict):
+    def __deepcopy__(self, memo):
+        raise AssertionError("the validator was given the container itself")
+
+
+def test_containers_are_validated_as_plain_copies():
+    host_vars = {
+        "vllm_service_extra_args": NoCopyList(["--a", "--b"]),
+        "vllm_service_api_key": NoCopyDict({"k": NoCopyList(["v"])}),
+    }
+    assert check_host_vars("gpu-06", host_vars, SPECS) == []
+    [error] = check_host_vars("gpu-06", {"vllm_service_port": NoCopyList([NoCopyDict(a=1)])}, SPECS)
+    assert "vllm_service_port = [{'a': 1}] is not accepted" in error
+
+
 @pytest.mark.parametrize(
     ("distribution", "version", "ok"),
     [

@@ -68,7 +68,7 @@ def test_repo_path_refused(path):
 
 
 def test_layout_paths():
-    layout = sn.layout_for("/srv/models", "MiniMaxAI/MiniMax-M2", "refs/pr/3")
+    layout = sn.snapshot_paths("/srv/models", "MiniMaxAI/MiniMax-M2", "refs/pr/3")
     assert layout.final == Path("/srv/models/MiniMaxAI/MiniMax-M2/refs--pr--3")
     assert layout.staging == Path("/srv/models/.staging/MiniMaxAI/MiniMax-M2/refs--pr--3")
     assert layout.journal == Path("/srv/models/.staging/MiniMaxAI/MiniMax-M2/refs--pr--3.journal.json")
@@ -79,7 +79,7 @@ def test_layout_paths():
 
 def test_layout_refuses_relative_root():
     with pytest.raises(sn.RequestError, match="absolute"):
-        sn.layout_for("models", MODEL, "main")
+        sn.snapshot_paths("models", MODEL, "main")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -691,7 +691,7 @@ def test_foreign_directory_without_manifest_is_refused(tmp_path):
 
 
 def test_concurrent_run_is_refused_and_the_lock_stays_with_its_holder(tmp_path):
-    layout = sn.layout_for(tmp_path, MODEL, COMMIT)
+    layout = sn.snapshot_paths(tmp_path, MODEL, COMMIT)
     with sn.snapshot_lock(layout.lock):
         with pytest.raises(sn.LockedError, match="another run"):
             run(tmp_path, FakeSource(files_of()))

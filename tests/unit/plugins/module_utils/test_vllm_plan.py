@@ -13,10 +13,18 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.model_profile impor
     GB,
     GIB,
     MIB,
-    Layout,
+    ParallelLayout,
     profile_from_dict,
 )
-from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import (
+from ansible_collections.llmfleet.serve.plugins.module_utils.parallel_layouts import (
+    candidate_layouts,
+    layout_problem,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.plan_overrides import (
+    OverrideError,
+    Overrides,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.plan_result import (
     COMPUTE_CAPABILITY,
     CONTEXT_TOO_LONG,
     CPU_NOT_SERVABLE,
@@ -27,18 +35,15 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import (
     MIXED_GPUS,
     NO_DRIVER,
     NO_GPU_LAYOUT,
-    PLANNED_FLAGS,
     REFUSAL_KINDS,
     UNSUPPORTED_LAYOUT,
     VLLM_TOO_OLD,
-    OverrideError,
-    Overrides,
-    candidate_layouts,
-    engine_timeout_s,
-    layout_problem,
-    plan_many,
-    plan_vllm,
 )
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_command import (
+    PLANNED_FLAGS,
+    engine_timeout_s,
+)
+from ansible_collections.llmfleet.serve.plugins.module_utils.vllm_plan import plan_vllm
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE.parents[3] / "models"
@@ -160,8 +165,8 @@ def test_tp8_is_refused_by_the_rules_even_if_a_profile_lists_it():
     data["layouts"].append("tp8")
     data["refused_layouts"] = []
     sneaky = profile_from_dict(data)
-    assert "192" in (layout_problem(sneaky, Layout(tp=8)) or "")
-    assert Layout(tp=8) not in candidate_layouts(sneaky, 8)
+    assert "192" in (layout_problem(sneaky, ParallelLayout(tp=8)) or "")
+    assert ParallelLayout(tp=8) not in candidate_layouts(sneaky, 8)
     assert plan_vllm(facts(8), sneaky).layout == "tp8-ep"
 
 
@@ -534,11 +539,6 @@ def test_refusal_still_reports_the_host_and_the_required_keys():
         assert key in plan
     assert plan["host"] == "odd-box" and plan["fits"] is False and plan["reasons"]
     assert plan["gpu_count"] == 6 and plan["suggested_gpu_counts"] == [4, 8]
-
-
-def test_plan_many_plans_every_host():
-    plans = plan_many({"a": facts(8), "b": facts(4), "c": facts(0)}, M2)
-    assert [(p.host, p.fits) for p in plans] == [("a", True), ("b", True), ("c", False)]
 
 
 PINS = {"cuda": "0.33.0", "cpu": "0.32.0"}

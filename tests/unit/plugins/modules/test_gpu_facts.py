@@ -13,7 +13,13 @@ from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils import basic
 from ansible.module_utils.common import warnings as ansible_warnings
 
-from ansible_collections.llmfleet.serve.plugins.module_utils import nvidia_smi as ns
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_merge import facts_from_texts
+from ansible_collections.llmfleet.serve.plugins.module_utils.gpu_facts_schema import (
+    CAPABILITY_SOURCES,
+    INTERCONNECTS,
+    MIG_MODES,
+    empty_facts,
+)
 from ansible_collections.llmfleet.serve.plugins.modules import gpu_facts
 
 REPO = Path(__file__).resolve().parents[4]
@@ -70,17 +76,14 @@ def live(monkeypatch):
 
 def test_argument_spec_matches_documentation(documented_spec):
     documented_spec(gpu_facts)
-    doc = yaml.safe_load(gpu_facts.DOCUMENTATION)
-    assert doc["attributes"]["check_mode"]["support"] == "full"
-    assert doc["attributes"]["diff_mode"]["support"] == "none"
     assert yaml.safe_load(gpu_facts.EXAMPLES)
 
 
 def test_return_samples_are_real_results_of_the_fixtures():
     facts_doc = yaml.safe_load(gpu_facts.RETURN)["ansible_facts"]["contains"]["llmfleet_gpu"]["contains"]
-    h100 = ns.facts_from_texts([fixture("h100-80gb-hbm3x1_query-gpu-wide_nvidia-gpu-exporter.csv")]).as_dict()
+    h100 = facts_from_texts([fixture("h100-80gb-hbm3x1_query-gpu-wide_nvidia-gpu-exporter.csv")]).as_dict()
     assert facts_doc["gpus"]["sample"] == h100["gpus"]
-    h200 = ns.facts_from_texts(
+    h200 = facts_from_texts(
         [
             fixture("h200x1-mig_table_nvidia-gpu-exporter.txt"),
             fixture("h200x1-mig_L_nvidia-gpu-exporter.txt"),
@@ -90,7 +93,10 @@ def test_return_samples_are_real_results_of_the_fixtures():
     assert facts_doc["driver_version"]["sample"] == h200["driver_version"]
     assert facts_doc["cuda_version"]["sample"] == h200["cuda_version"]
     assert sorted(facts_doc) == sorted(h100)
-    assert facts_doc["interconnect"]["choices"] == list(ns.INTERCONNECTS)
+    assert facts_doc["interconnect"]["choices"] == list(INTERCONNECTS)
+    gpu_doc = facts_doc["gpus"]["contains"]
+    assert gpu_doc["mig_mode"]["choices"] == list(MIG_MODES)
+    assert gpu_doc["compute_capability_source"]["choices"] == list(CAPABILITY_SOURCES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +292,7 @@ def test_host_without_nvidia_smi_is_a_cpu_host(monkeypatch, run_module):
     monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda module, args, **kw: runner(args, **kw))
     result = run_module(gpu_facts, {})
     assert result["changed"] is False
-    assert result["ansible_facts"]["llmfleet_gpu"] == ns.empty_facts().as_dict()
+    assert result["ansible_facts"]["llmfleet_gpu"] == empty_facts().as_dict()
     assert result["ansible_facts"]["llmfleet_gpu"]["count"] == 0
     assert runner.calls == []
 
