@@ -32,14 +32,16 @@ options:
     description: Title of the plots and the summary.
     type: str
     default: vLLM bench
+extends_documentation_fragment:
+  - llmfleet.serve.attributes
 attributes:
   check_mode:
     support: none
   diff_mode:
     support: none
   idempotent:
-    support: full
-    details: The same results give the same data files; the PNGs are drawn again.
+    support: partial
+    details: The same results give the same data files; the PNGs are drawn again and reported as a change.
 """
 
 EXAMPLES = r"""
