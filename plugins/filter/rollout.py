@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.release_manifest import (
@@ -18,7 +20,13 @@ from ansible_collections.llmfleet.serve.plugins.module_utils.rollout_report impo
 
 
 def release_manifest(data: Any, where: str) -> dict[str, Any]:
-    """The checked manifest; a bad one stops the run with the file, the key and the value."""
+    """The checked manifest (given as data, or as the file's YAML text); a bad one stops the run with the
+    file, the key and the value."""
+    if isinstance(data, str):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise AnsibleFilterError(f"{where}: the release manifest is not valid YAML: {exc}") from exc
     try:
         return load_manifest(data, where)
     except ManifestError as exc:
