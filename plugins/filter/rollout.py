@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.release_manifest import (
