@@ -9,6 +9,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmfleet.serve.plugins.module_utils.release_manifest import (
     ManifestError,
+    batch_number,
     load_manifest,
     manifest_digest,
     manifest_settings,
@@ -41,5 +42,6 @@ class FilterModule:
             "release_wheelhouse_problem": wheelhouse_problem,
             "rollout_settings_problems": rollout_settings_problems,
             "rollout_served_state": served_state,
+            "rollout_batch_number": batch_number,
             "rollout_passed": passed,
         }

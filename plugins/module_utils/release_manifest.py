@@ -164,3 +164,23 @@ def _whole_in(value: Any, low: int, high: int | None) -> bool:
     except ValueError:
         return False
     return number >= low and (high is None or number <= high)
+
+
+def batch_number(hosts: list[str], host: str, serial: Any) -> int:
+    """The batch (from 1) ``host`` falls in when a play over ``hosts`` runs with ``serial``, cut as
+    ansible-core cuts batches: a percentage of all the play's hosts (at least 1), the last size repeated."""
+    sizes = serial if isinstance(serial, list) else [serial]
+    remaining = len(hosts)
+    position = hosts.index(host)
+    number, taken = 0, 0
+    while taken <= position:
+        size = sizes[min(number, len(sizes) - 1)]
+        if isinstance(size, str) and size.strip().endswith("%"):
+            count = int(int(size.strip()[:-1]) / 100.0 * len(hosts)) or 1
+        else:
+            count = int(size)
+        count = remaining if count <= 0 else min(count, remaining)
+        taken += count
+        remaining -= count
+        number += 1
+    return number

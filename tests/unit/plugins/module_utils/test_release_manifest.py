@@ -112,3 +112,19 @@ def test_batches_that_make_no_sense_are_refused(serial):
 def test_a_failure_budget_that_makes_no_sense_is_refused(budget):
     problems = rm.rollout_settings_problems(1, budget)
     assert len(problems) == 1 and "llmfleet_rollout_max_fail_percentage" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("count", "serial", "batches"),
+    [
+        (4, [1, "25%", "100%"], [1, 2, 3, 3]),
+        (3, [1, "25%", "100%"], [1, 2, 3]),
+        (2, [1, "25%", "100%"], [1, 2]),
+        (5, 2, [1, 1, 2, 2, 3]),
+        (4, ["50%"], [1, 1, 2, 2]),
+        (3, [1], [1, 2, 3]),
+    ],
+)
+def test_batches_are_cut_as_ansible_cuts_them(count, serial, batches):
+    hosts = [f"h{i}" for i in range(count)]
+    assert [rm.batch_number(hosts, host, serial) for host in hosts] == batches
