@@ -29,6 +29,14 @@ RUNTIME_VARIABLES = frozenset(
         # where the release_links role (used by vllm_runtime and model_weights) found current and previous
         "release_links_current",
         "release_links_previous",
+        # what endpoint_check proved, and what a rollout read and recorded (roles/rollout)
+        "endpoint_check_result",
+        "rollout_manifest",
+        "rollout_manifest_digest",
+        "rollout_report",
+        "rollout_serving",
+        "rollout_batch",
+        "rollout_recorded",
     }
 )
 
