@@ -271,19 +271,27 @@ def known_hosts_file(fleet: str) -> Path:
     return fleet_dir(fleet) / "known_hosts"
 
 
-def subnet_in_use() -> set[str]:
+def subnet_in_use() -> dict[str, str]:
+    """Every IPv4 subnet on this machine's links, with the link that holds it."""
     out = run(["ip", "-j", "-4", "addr", "show"]).stdout
-    nets = set()
+    nets = {}
     for link in json.loads(out or "[]"):
         for addr in link.get("addr_info", []):
-            nets.add(str(ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False)))
+            net = ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False)
+            nets[str(net)] = link["ifname"]
     return nets
 
 
 def choose_subnet(fleet: str, wanted: str | None) -> ipaddress.IPv4Network:
-    if wanted:
-        return ipaddress.IPv4Network(wanted)
     used = subnet_in_use()
+    if wanted:
+        holder = used.get(str(ipaddress.IPv4Network(wanted)))
+        if holder and holder != bridge_name(fleet):
+            raise SystemExit(
+                f"fleet {fleet} wants subnet {wanted}, which {holder} holds already: another fleet uses it "
+                "(fleet.py list names them; one a killed run left behind goes with fleet.py destroy --fleet NAME)"
+            )
+        return ipaddress.IPv4Network(wanted)
     mine = existing_bridge_subnet(fleet)
     if mine:
         return mine

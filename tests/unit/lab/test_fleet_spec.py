@@ -145,3 +145,14 @@ def test_build_root_refuses_an_unknown_suite(capsys):
     with pytest.raises(SystemExit):
         fleet.main(["build-root", "--suite", "sid"])
     assert "invalid choice: 'sid'" in capsys.readouterr().err
+
+
+def test_a_fixed_subnet_another_fleet_holds_is_refused_with_its_holder(monkeypatch):
+    monkeypatch.setattr(fleet, "subnet_in_use", lambda: {"10.214.249.0/24": "lfb0badf1e"})
+    with pytest.raises(SystemExit, match=r"10\.214\.249\.0/24, which lfb0badf1e holds already"):
+        fleet.choose_subnet("mol-gpu-new", "10.214.249.0/24")
+
+
+def test_a_fixed_subnet_the_fleet_holds_itself_is_taken(monkeypatch):
+    monkeypatch.setattr(fleet, "subnet_in_use", lambda: {"10.214.249.0/24": fleet.bridge_name("mol-gpu")})
+    assert fleet.choose_subnet("mol-gpu", "10.214.249.0/24") == ipaddress.IPv4Network("10.214.249.0/24")
