@@ -1,7 +1,7 @@
 """Rollout time with serial 1 against serial 2, side by side in one run, on a running fleet.
 
 Rolls two manifests in turn (each run changes every host, so each restarts every vLLM), alternating
-the batch size, and prints the wall-clock time of each run and the medians per batch size, with the
+the batch size (1, 2, then 2, 1, ...), and prints the wall-clock time of each run and the medians per batch size, with the
 per-host step times from the reports (deploy: from the drain to vLLM serving; check: the proof).
 
     .venv/bin/python benchmarks/rollout_timing.py --inventory INVENTORY --limit e2e-a,e2e-b \
@@ -54,8 +54,9 @@ def main() -> int:
     args = parser.parse_args()
     times: dict[int, list[float]] = {1: [], 2: []}
     runs = 0
-    for _ in range(args.rounds):
-        for serial in (1, 2):
+    for round_index in range(args.rounds):
+        # 1 then 2, then 2 then 1: each batch size gets each manifest and each place in a round
+        for serial in (1, 2) if round_index % 2 == 0 else (2, 1):
             manifest = args.manifest[runs % len(args.manifest)]
             seconds = roll(args, manifest, serial, f"bench-{runs}")
             times[serial].append(seconds)
