@@ -1,8 +1,9 @@
 """Rollout time with serial 1 against serial 2, side by side in one run, on a running fleet.
 
 Rolls two manifests in turn (each run changes every host, so each restarts every vLLM), alternating
-the batch size (1, 2, then 2, 1, ...), and prints the wall-clock time of each run and the medians per batch size, with the
-per-host step times from the reports (deploy: from the drain to vLLM serving; check: the proof).
+the batch size (1, 2, then 2, 1, ...), and prints the wall-clock time of each run and the medians per
+batch size, with the per-host step times from the reports (deploy: from the drain to vLLM serving;
+check: the proof).
 
     .venv/bin/python benchmarks/rollout_timing.py --inventory INVENTORY --limit e2e-a,e2e-b \
       --manifest A.yml --manifest B.yml --reports /tmp/rollouts --rounds 2
